@@ -1,0 +1,1 @@
+"""resotocore: the workflow engine daemon."""

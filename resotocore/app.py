@@ -1,0 +1,59 @@
+"""The aiohttp application and the serve loop of the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+
+import structlog
+from aiohttp import web
+
+from resotocore.clock import Clock
+from resotocore.config import CoreConfig
+from resotocore.core import CORE, core_context
+from resotocore.web import api, websockets
+from resotocore.web.errors import error_middleware
+from resotocore.workflow.model import Workflow
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+def create_app(
+    config: CoreConfig, clock: Clock | None = None, workflows: Sequence[Workflow] | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app.add_routes(api.routes)
+    app.add_routes(websockets.routes)
+    app.cleanup_ctx.append(core_context(config, clock, workflows))
+
+    async def close_websockets(app: web.Application) -> None:
+        if CORE in app:
+            await app[CORE].close_websockets()
+
+    app.on_shutdown.append(close_websockets)
+    return app
+
+
+async def serve(config: CoreConfig, stop: asyncio.Event | None = None) -> None:
+    """Run the core until SIGINT/SIGTERM (or `stop` is set), then shut down cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=config.shutdown_timeout)
+        await site.start()
+        for address in runner.addresses:
+            log.info("listening", url=f"http://{address[0]}:{address[1]}")
+        await stop.wait()
+        log.info("shutting_down")
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        log.info("stopped")

@@ -1,0 +1,181 @@
+"""Subscribers: who listens to which action, who is connected, and who has been gone too long.
+
+Subscriptions are persisted. A subscriber that stays disconnected for DISCONNECT_GRACE loses its
+subscriptions (never within STARTUP_GRACE of the core's start, so workers can come back after a
+restart), so the core stops waiting for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, timedelta
+
+import structlog
+
+from resotolib.protocol import Subscriber, SubscriberId, Subscription
+from resotocore.bus.message_bus import Listener
+from resotocore.db.store import Changes, Store
+
+log = structlog.get_logger(__name__)
+
+DISCONNECT_GRACE = timedelta(minutes=3)
+STARTUP_GRACE = timedelta(minutes=5)
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+
+Unsubscribed = Callable[[SubscriberId, frozenset[str]], Awaitable[None]]
+
+
+class InvalidSubscription(ValueError):
+    pass
+
+
+class AlreadyConnected(RuntimeError):
+    pass
+
+
+def check_name(kind: str, value: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise InvalidSubscription(f"invalid {kind} {value!r}: use 1-128 letters, digits and _.:@-")
+    return value
+
+
+def make_subscription(message_type: str, timeout: str | int | None, wait_for_completion: str | bool | None) -> Subscription:
+    """Build a subscription from request values: timeout in whole seconds, wait is true unless 'false'."""
+    check_name("message type", message_type)
+    seconds = 60
+    if timeout is not None:
+        try:
+            seconds = int(timeout)
+        except (TypeError, ValueError):
+            raise InvalidSubscription(f"invalid timeout {timeout!r}: expected whole seconds") from None
+        if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
+            raise InvalidSubscription(f"invalid timeout {seconds}: expected 1 to {MAX_TIMEOUT_SECONDS} seconds")
+    wait = wait_for_completion if isinstance(wait_for_completion, bool) else str(wait_for_completion).lower() != "false"
+    return Subscription(message_type=message_type, wait_for_completion=wait, timeout=seconds)
+
+
+class SubscriberRegistry:
+    def __init__(self, store: Store, started_at: datetime) -> None:
+        self._store = store
+        self._started_at = started_at
+        self._subscribers: dict[SubscriberId, Subscriber] = {}
+        self._connections: dict[SubscriberId, Listener] = {}
+        self._disconnected_since: dict[SubscriberId, datetime] = {}
+        self.on_unsubscribed: Unsubscribed | None = None
+
+    async def load(self) -> None:
+        for subscriber in await self._store.subscribers():
+            self._subscribers[subscriber.id] = subscriber
+            self._disconnected_since[subscriber.id] = self._started_at
+
+    # ---- queries ------------------------------------------------------------------------------------
+
+    def get(self, sid: SubscriberId) -> Subscriber | None:
+        return self._subscribers.get(sid)
+
+    def all(self) -> list[Subscriber]:
+        return sorted(self._subscribers.values(), key=lambda s: s.id)
+
+    def for_message_type(self, message_type: str) -> list[Subscriber]:
+        return [s for s in self.all() if message_type in s.subscriptions]
+
+    def lookup(self, message_type: str) -> list[tuple[SubscriberId, Subscription]]:
+        return [
+            (sid, sub.subscriptions[message_type])
+            for sid, sub in sorted(self._subscribers.items())
+            if message_type in sub.subscriptions
+        ]
+
+    # ---- changes ------------------------------------------------------------------------------------
+
+    async def add_subscription(self, sid: SubscriberId, subscription: Subscription, now: datetime) -> Subscriber:
+        check_name("subscriber id", sid)
+        existing = self._subscribers.get(sid) or Subscriber(id=sid)
+        subs = {**existing.subscriptions, subscription.message_type: subscription}
+        return await self._save(Subscriber(id=sid, subscriptions=subs), now)
+
+    async def remove_subscription(self, sid: SubscriberId, message_type: str, now: datetime) -> Subscriber:
+        existing = self._subscribers.get(sid) or Subscriber(id=sid)
+        subs = {k: v for k, v in existing.subscriptions.items() if k != message_type}
+        updated = await self._save(Subscriber(id=sid, subscriptions=subs), now)
+        if message_type in existing.subscriptions:
+            await self._notify(sid, frozenset({message_type}))
+        return updated
+
+    async def replace(self, sid: SubscriberId, subscriptions: Iterable[Subscription], now: datetime) -> Subscriber:
+        check_name("subscriber id", sid)
+        existing = self._subscribers.get(sid) or Subscriber(id=sid)
+        subs = {s.message_type: s for s in subscriptions}
+        updated = await self._save(Subscriber(id=sid, subscriptions=subs), now)
+        await self._notify(sid, frozenset(existing.subscriptions) - frozenset(subs))
+        return updated
+
+    async def remove(self, sid: SubscriberId) -> Subscriber | None:
+        existing = self._subscribers.get(sid)
+        if existing is None:
+            return None
+        await self._store.commit(Changes(deleted_subscribers=[sid]))
+        del self._subscribers[sid]
+        self._disconnected_since.pop(sid, None)
+        await self._notify(sid, frozenset(existing.subscriptions))
+        return existing
+
+    async def _save(self, subscriber: Subscriber, now: datetime) -> Subscriber:
+        if not subscriber.subscriptions:
+            # A subscriber without subscriptions is no subscriber: forget it, keep answering with its id.
+            if subscriber.id in self._subscribers:
+                await self._store.commit(Changes(deleted_subscribers=[subscriber.id]))
+                del self._subscribers[subscriber.id]
+                self._disconnected_since.pop(subscriber.id, None)
+            return subscriber
+        if self._subscribers.get(subscriber.id) != subscriber:
+            await self._store.commit(Changes(subscribers=[subscriber]))
+        if subscriber.id not in self._subscribers and subscriber.id not in self._connections:
+            self._disconnected_since[subscriber.id] = now
+        self._subscribers[subscriber.id] = subscriber
+        return subscriber
+
+    async def _notify(self, sid: SubscriberId, message_types: frozenset[str]) -> None:
+        if message_types and self.on_unsubscribed:
+            await self.on_unsubscribed(sid, message_types)
+
+    # ---- connections --------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> int:
+        return len(self._connections)
+
+    def is_connected(self, sid: SubscriberId) -> bool:
+        return sid in self._connections
+
+    def connect(self, sid: SubscriberId, listener: Listener) -> None:
+        if sid in self._connections:
+            raise AlreadyConnected(f"subscriber {sid} is already connected")
+        self._connections[sid] = listener
+        self._disconnected_since.pop(sid, None)
+
+    def disconnect(self, sid: SubscriberId, listener: Listener, now: datetime) -> None:
+        if self._connections.get(sid) is listener:
+            del self._connections[sid]
+            if sid in self._subscribers:
+                self._disconnected_since[sid] = now
+
+    def send(self, sid: SubscriberId, frame: str) -> bool:
+        listener = self._connections.get(sid)
+        return listener.offer(frame) if listener else False
+
+    # ---- expiry -------------------------------------------------------------------------------------
+
+    def expired(self, now: datetime) -> list[SubscriberId]:
+        if now - self._started_at < STARTUP_GRACE:
+            return []
+        return sorted(sid for sid, since in self._disconnected_since.items() if now - since >= DISCONNECT_GRACE)
+
+    async def expire(self, now: datetime) -> list[SubscriberId]:
+        removed = self.expired(now)
+        for sid in removed:
+            log.warning("subscriber_expired", subscriber_id=sid, disconnected_since=str(self._disconnected_since[sid]))
+            await self.remove(sid)
+        return removed

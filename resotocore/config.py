@@ -1,0 +1,46 @@
+"""The core's settings: one model, mapped onto ``--flags`` and ``RESOTOCORE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from resotocore.scheduler.cron import validate_cron, validate_timezone
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("resotocore"))
+
+
+class CoreConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8900, ge=0, le=65535, description="Port to listen on (0: any free port).")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Directory of the embedded database.")
+    schedule: str = Field("0 * * * *", description="Cron schedule of the collect_and_cleanup workflow.")
+    timezone: str = Field("UTC", description="IANA timezone the schedule is read in, e.g. Europe/Berlin.")
+    catch_up: Literal["latest", "none"] = Field(
+        "latest", description="Runs missed while the core was down: 'latest' runs once at start-up, 'none' skips."
+    )
+    durability: Literal["normal", "full"] = Field(
+        "normal", description="'normal' survives a killed process; 'full' also survives power loss (slower)."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Log lines as JSON, for humans, or JSON unless on a terminal."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
+    max_frame_size: int = Field(4 * 1024 * 1024, ge=1024, description="Largest websocket frame accepted, in bytes.")
+    queue_size: int = Field(1000, ge=1, description="Messages queued per websocket before it counts as too slow.")
+    heartbeat: float = Field(30.0, gt=0, description="Seconds between websocket pings; a peer silent for long is dropped.")
+    shutdown_timeout: float = Field(5.0, ge=0, description="Seconds to finish requests on shutdown.")
+
+    _check_schedule = field_validator("schedule")(classmethod(lambda cls, v: validate_cron(v)))
+    _check_timezone = field_validator("timezone")(classmethod(lambda cls, v: validate_timezone(v)))
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "resotocore.db"

@@ -1,0 +1,102 @@
+"""The services of one running core, built and torn down in one place, in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from aiohttp import WSCloseCode, web
+
+from resotocore.bus.message_bus import MessageBus
+from resotocore.bus.subscribers import SubscriberRegistry
+from resotocore.clock import Clock, SystemClock, Timer
+from resotocore.config import CoreConfig
+from resotocore.db.sqlite import SqliteStore
+from resotocore.db.store import Store
+from resotocore.metrics import CoreMetrics
+from resotocore.scheduler.scheduler import Scheduler
+from resotocore.workflow.engine import Engine
+from resotocore.workflow.model import Workflow, default_workflows
+
+log = structlog.get_logger(__name__)
+
+EXPIRY_SWEEP = timedelta(seconds=30)
+
+
+@dataclass
+class Core:
+    config: CoreConfig
+    clock: Clock
+    store: Store
+    bus: MessageBus
+    registry: SubscriberRegistry
+    engine: Engine
+    scheduler: Scheduler
+    metrics: CoreMetrics
+    started_at: datetime
+    websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
+    _expiry_timer: Timer | None = None
+
+    def sweep_expired(self) -> None:
+        """Drop subscribers gone too long, then schedule the next sweep."""
+        self.engine.spawn(self.registry.expire(self.clock.now()))
+        self._expiry_timer = self.clock.call_at(self.clock.now() + EXPIRY_SWEEP, self.sweep_expired)
+
+    async def close_websockets(self) -> None:
+        sockets = list(self.websockets)
+        await asyncio.gather(
+            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"core is shutting down") for ws in sockets),
+            return_exceptions=True,
+        )
+
+
+@asynccontextmanager
+async def running_core(
+    config: CoreConfig, clock: Clock | None = None, workflows: Sequence[Workflow] | None = None
+) -> AsyncIterator[Core]:
+    """Open the store, resume runs, start the scheduler; on exit stop everything in reverse order."""
+    clock = clock or SystemClock()
+    async with AsyncExitStack() as stack:
+        store = SqliteStore(config.database, config.durability)
+        stack.push_async_callback(store.close)
+        metrics = CoreMetrics()
+        bus = MessageBus(config.queue_size, on_overflow=lambda name: metrics.queue_overflows.labels("events").inc())
+        started_at = clock.now()
+        registry = SubscriberRegistry(store, started_at)
+        await registry.load()
+        wfs = workflows if workflows is not None else default_workflows(config.schedule, config.timezone)
+        engine = Engine(wfs, store, registry, bus, clock, metrics)
+        registry.on_unsubscribed = engine.unsubscribed
+        stack.push_async_callback(engine.stop)
+        await engine.start()
+        scheduler = Scheduler(engine, store, clock, config.catch_up)
+        stack.callback(scheduler.stop)
+        await scheduler.start()
+        core = Core(config, clock, store, bus, registry, engine, scheduler, metrics, started_at)
+        core.sweep_expired()
+        stack.callback(lambda: core._expiry_timer and core._expiry_timer.cancel())
+        stack.push_async_callback(core.close_websockets)
+        log.info("core_started", data_dir=str(config.data_dir), workflows=sorted(engine.workflows))
+        yield core
+
+
+CORE = web.AppKey("core", Core)
+
+
+def core_context(
+    config: CoreConfig, clock: Clock | None = None, workflows: Sequence[Workflow] | None = None
+) -> Any:
+    """An aiohttp cleanup_ctx running the core for the lifetime of the app."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with running_core(config, clock, workflows) as core:
+            app[CORE] = core
+            yield
+
+    return context

@@ -1,0 +1,57 @@
+"""The storage protocol every backend implements, and the unit of work it commits atomically."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from resotolib.protocol import Subscriber, SubscriberId, TaskId
+from resotocore.workflow.machine import Run
+
+
+class StoreError(RuntimeError):
+    """The store could not read or write; nothing of the failed commit was applied."""
+
+
+@dataclass(frozen=True)
+class QueuedRun:
+    workflow_id: str
+    trigger: str
+    queued_at: datetime
+
+
+@dataclass
+class Changes:
+    """Everything one state change writes. A backend applies all of it in one transaction, or nothing."""
+
+    runs: list[Run] = field(default_factory=list)
+    subscribers: list[Subscriber] = field(default_factory=list)
+    deleted_subscribers: list[SubscriberId] = field(default_factory=list)
+    queued: list[QueuedRun] = field(default_factory=list)
+    dequeued: list[str] = field(default_factory=list)
+    trigger_times: dict[str, datetime] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[Run]
+    total: int
+
+
+class Store(Protocol):
+    async def commit(self, changes: Changes) -> None: ...
+
+    async def subscribers(self) -> list[Subscriber]: ...
+
+    async def running(self) -> list[Run]: ...
+
+    async def run(self, task_id: TaskId) -> Run | None: ...
+
+    async def history(self, workflow_id: str, limit: int, offset: int) -> RunPage: ...
+
+    async def queue(self) -> list[QueuedRun]: ...
+
+    async def trigger_times(self) -> dict[str, datetime]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,107 @@
+"""Cron arithmetic as pure functions of ``after``, DST-safe in any IANA timezone.
+
+Cron expressions name wall-clock times. Around DST changes:
+- a wall time that does not exist (spring forward) fires at the first instant after the gap, once;
+- a wall time that occurs twice (fall back) fires at its first occurrence only, except for
+  expressions that run every hour, which also fire in the repeated hour (every real hour counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+MAX_COUNTED_SLOTS = 100_000
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Schedule:
+    cron: str
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        validate(self.cron, self.timezone)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def next_fire(self, after: datetime) -> datetime:
+        return next_fire(self, after)
+
+
+def validate(cron: str, timezone: str) -> None:
+    validate_cron(cron)
+    validate_timezone(timezone)
+
+
+def validate_cron(cron: str) -> str:
+    if len(cron.split()) != 5 or not croniter.is_valid(cron):
+        raise ScheduleError(f"invalid cron expression {cron!r}: expected 5 fields like '0 * * * *'")
+    return cron
+
+
+def validate_timezone(timezone: str) -> str:
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScheduleError(f"unknown timezone {timezone!r}: expected an IANA name like 'Europe/Berlin'") from None
+    return timezone
+
+
+def next_fire(schedule: Schedule, after: datetime) -> datetime:
+    """The first fire time strictly after `after` (aware), as an aware UTC datetime."""
+    zone = schedule.zone
+    local_after = after.astimezone(zone).replace(tzinfo=None)
+    # Start one hour early so a repeated (fall back) hour after `after` is not skipped.
+    it = croniter(schedule.cron, local_after - timedelta(hours=1))
+    hourly = _fires_every_hour(schedule.cron)
+    while True:
+        wall: datetime = it.get_next(datetime)
+        for instant in _instants(wall, zone, hourly):
+            if instant > after:
+                return instant
+
+
+def count_missed(schedule: Schedule, last: datetime, now: datetime) -> tuple[int, datetime | None]:
+    """How many fire times lie in (last, now], and the latest of them (None when there is none)."""
+    count, latest, at = 0, None, last
+    while count < MAX_COUNTED_SLOTS:
+        at = next_fire(schedule, at)
+        if at > now:
+            break
+        count, latest = count + 1, at
+    return count, latest
+
+
+def _instants(wall: datetime, zone: ZoneInfo, hourly: bool) -> list[datetime]:
+    first = wall.replace(tzinfo=zone, fold=0)
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != wall:
+        return [_after_gap(wall, zone)]
+    second = wall.replace(tzinfo=zone, fold=1)
+    utc_first, utc_second = first.astimezone(UTC), second.astimezone(UTC)
+    if utc_first != utc_second and hourly:
+        return [utc_first, utc_second]
+    return [utc_first]
+
+
+def _after_gap(wall: datetime, zone: ZoneInfo) -> datetime:
+    """First existing wall time after a nonexistent one; DST gaps are whole minutes and at most a few hours."""
+    probe = wall
+    for _ in range(24 * 60):
+        probe += timedelta(minutes=1)
+        aware = probe.replace(tzinfo=zone)
+        if aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == probe:
+            return aware.astimezone(UTC)
+    raise ScheduleError(f"cannot resolve wall time {wall} in {zone}")  # pragma: no cover
+
+
+def _fires_every_hour(cron: str) -> bool:
+    return cron.split()[1] == "*"

@@ -1,0 +1,171 @@
+"""The two websockets: a subscriber's action channel and the event stream.
+
+Each socket has a reader and a writer living together in a TaskGroup. The writer drains the socket's
+bounded Listener; the reader parses frames one by one. An invalid frame closes that socket (code
+1008 with the reason) and changes nothing; the core and every other socket carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from resotolib.protocol import (
+    Action,
+    ActionDone,
+    ActionError,
+    ActionInfo,
+    ActionProgress,
+    Authorization,
+    Event,
+    Message,
+    ProtocolError,
+    SubscriberId,
+    parse_message,
+    serialize,
+)
+from resotocore.bus.message_bus import Listener
+from resotocore.bus.subscribers import AlreadyConnected
+from resotocore.core import CORE, Core
+from resotocore.web.errors import error_json
+
+log = structlog.get_logger(__name__)
+
+routes = web.RouteTableDef()
+
+FrameHandler = Callable[[Message], Awaitable[None]]
+
+
+@routes.get("/subscriber/{id}/handle")
+async def action_channel(request: web.Request) -> web.StreamResponse:
+    core = request.app[CORE]
+    sid = SubscriberId(request.match_info["id"])
+    if core.registry.is_connected(sid):
+        return error_json(429, f"subscriber {sid} is already connected")
+    subscriber = core.registry.get(sid)
+    if subscriber is None or not subscriber.subscriptions:
+        return error_json(404, f"subscriber {sid} has no subscriptions; register one with POST /subscriber/{sid}/TYPE")
+    listener = core.bus.listener(f"subscriber:{sid}")
+    try:
+        core.registry.connect(sid, listener)
+    except AlreadyConnected as e:
+        return error_json(429, str(e))
+    ws = _socket(core)
+    try:
+        await ws.prepare(request)
+        for frame in core.engine.pending_actions(sid):
+            listener.offer(frame)
+        log.info("subscriber_connected", subscriber_id=sid)
+        await _serve(core, ws, listener, lambda msg: _from_subscriber(core, sid, msg), f"subscriber {sid}")
+    finally:
+        core.registry.disconnect(sid, listener, core.clock.now())
+        log.info("subscriber_disconnected", subscriber_id=sid, reason=listener.close_reason or "closed")
+    return ws
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    core = request.app[CORE]
+    show = [s.strip() for s in request.query.get("show", "").split(",") if s.strip()]
+    ws = _socket(core)
+    await ws.prepare(request)
+    async with core.bus.subscribe("events", show or None) as listener:
+        await _serve(core, ws, listener, lambda msg: _from_observer(core, msg), "events")
+    return ws
+
+
+def _socket(core: Core) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=core.config.heartbeat, max_msg_size=core.config.max_frame_size)
+    core.websockets.add(ws)
+    return ws
+
+
+async def _serve(core: Core, ws: web.WebSocketResponse, listener: Listener, handle: FrameHandler, name: str) -> None:
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_write(ws, listener))
+            group.create_task(_read(core, ws, listener, handle, name))
+    except* (ConnectionError, RuntimeError) as errors:  # the peer vanished while we were writing
+        log.warning("websocket_failed", socket=name, error=repr(errors.exceptions[0]))
+
+
+async def _write(ws: web.WebSocketResponse, listener: Listener) -> None:
+    while (frame := await listener.next()) is not None:
+        await ws.send_str(frame)
+    if not ws.closed:
+        code = WSCloseCode.TRY_AGAIN_LATER if listener.close_reason.startswith("too slow") else WSCloseCode.OK
+        await ws.close(code=code, message=listener.close_reason.encode()[:120])
+
+
+async def _read(core: Core, ws: web.WebSocketResponse, listener: Listener, handle: FrameHandler, name: str) -> None:
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                try:
+                    await handle(parse_message(msg.data))
+                except ProtocolError as e:
+                    core.metrics.protocol_errors.inc()
+                    log.warning("protocol_error", socket=name, error=str(e))
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=str(e).encode()[:120])
+                    break
+            elif msg.type is WSMsgType.BINARY:
+                core.metrics.protocol_errors.inc()
+                log.warning("protocol_error", socket=name, error="binary frame")
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"binary frames are not supported")
+                break
+            elif msg.type is WSMsgType.ERROR:
+                log.warning("websocket_error", socket=name, error=repr(ws.exception()))
+                break
+    finally:
+        listener.close(listener.close_reason or "closed")
+
+
+async def _from_subscriber(core: Core, sid: SubscriberId, msg: Message) -> None:
+    if isinstance(msg, ActionDone | ActionError | ActionInfo | ActionProgress) and msg.data.subscriber_id != sid:
+        msg = msg.model_copy(update={"data": msg.data.model_copy(update={"subscriber_id": sid})})
+    match msg:
+        case ActionDone() | ActionError():
+            _observe(core, msg)
+            await core.engine.answer(sid, msg)
+        case ActionInfo():
+            _observe(core, msg)
+            await core.engine.info(sid, msg)
+        case ActionProgress():
+            _observe(core, msg)
+            core.engine.progress_update(sid, msg)
+        case _:
+            await _common(core, msg)
+
+
+async def _from_observer(core: Core, msg: Message) -> None:
+    match msg:
+        case ActionDone() | ActionError() | ActionInfo() | ActionProgress():
+            sid = msg.data.subscriber_id
+            if sid is None:
+                log.warning("answer_ignored", kind=msg.kind, reason="no subscriber_id in data on /events")
+                return
+            await _from_subscriber(core, sid, msg)
+        case _:
+            await _common(core, msg)
+
+
+async def _common(core: Core, msg: Message) -> None:
+    match msg:
+        case Event():
+            core.engine.emit_event(msg.message_type, dict(msg.data), trigger=False)
+            results = await core.engine.on_event(msg.message_type, dict(msg.data))
+            for result in results:
+                log.info("event_trigger", event=msg.message_type, workflow=result.workflow_id, status=result.status)
+        case Action():
+            raise ProtocolError("clients must not send 'action' messages")
+        case Authorization():
+            pass  # only meaningful when the core requires authentication
+        case _:  # pragma: no cover - every kind is handled above
+            raise ProtocolError(f"unexpected message kind {msg.kind}")
+
+
+def _observe(core: Core, msg: ActionDone | ActionError | ActionInfo | ActionProgress) -> None:
+    core.bus.emit(msg.message_type, lambda: serialize(msg))

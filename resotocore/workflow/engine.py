@@ -1,0 +1,328 @@
+"""The workflow handler: feeds inputs to the pure machine, persists, then carries out the commands.
+
+Every state change follows one path (``_apply``): compute the transition, commit it to the store,
+only then send actions and events. A lock keeps transitions of concurrent answers in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+
+from resotolib.protocol import (
+    Action,
+    ActionData,
+    ActionDone,
+    ActionError,
+    ActionInfo,
+    ActionProgress,
+    ActionProgressData,
+    Event,
+    SubscriberId,
+    TaskId,
+    serialize,
+)
+from resotocore.bus.message_bus import MessageBus
+from resotocore.bus.subscribers import SubscriberRegistry
+from resotocore.clock import Clock, Timer
+from resotocore.db.store import Changes, QueuedRun, Store
+from resotocore.metrics import CoreMetrics
+from resotocore.workflow import machine as m
+from resotocore.workflow.model import Workflow
+from resotocore.workflow.surpass import decide
+
+log = structlog.get_logger(__name__)
+
+RECOVERY_GRACE = timedelta(seconds=60)
+"""After a restart, subscribers get at least this long to reconnect and answer a pending action."""
+
+
+class UnknownWorkflow(KeyError):
+    def __str__(self) -> str:
+        return f"unknown workflow {self.args[0]!r}"
+
+
+@dataclass(frozen=True)
+class StartResult:
+    status: Literal["started", "queued", "skipped"]
+    reason: str
+    task_id: TaskId | None = None
+    workflow_id: str = ""
+
+
+@dataclass
+class _Pending:
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+class Engine:
+    def __init__(
+        self,
+        workflows: Iterable[Workflow],
+        store: Store,
+        registry: SubscriberRegistry,
+        bus: MessageBus,
+        clock: Clock,
+        metrics: CoreMetrics,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.workflows = {w.id: w for w in workflows}
+        self._store = store
+        self._registry = registry
+        self._bus = bus
+        self._clock = clock
+        self._metrics = metrics
+        self._new_id = new_id
+        self._runs: dict[TaskId, m.Run] = {}
+        self._queued: dict[str, QueuedRun] = {}
+        self._timers: dict[TaskId, Timer] = {}
+        self._progress: dict[TaskId, dict[SubscriberId, ActionProgressData]] = {}
+        self._pending = _Pending()
+        self._lock = asyncio.Lock()
+        self._event_types = {t.message_type for w in self.workflows.values() for t in w.event_triggers}
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume the runs that were going on when the core stopped, and the queue of waiting runs."""
+        now = self._clock.now()
+        self._queued = {q.workflow_id: q for q in await self._store.queue()}
+        for run in await self._store.running():
+            if run.workflow_id not in self.workflows:
+                error = "workflow is no longer defined"
+                ended = run.model_copy(update={"status": m.RunStatus.cancelled, "ended_at": now, "error": error})
+                await self._store.commit(Changes(runs=[ended]))
+                continue
+            self._runs[run.id] = run
+            log.info("run_resumed", task=run.id, workflow=run.workflow_id, step=run.current and run.current.name)
+            if run.current:
+                self._arm(run.id, max(run.current.deadline, now + RECOVERY_GRACE))
+                for sid in run.current.waiting_for:
+                    if self._registry.get(sid) is None:
+                        await self._apply(run.id, m.SubscriberGone(sid))
+        for workflow_id in list(self._queued):
+            if not self._running_of(workflow_id):
+                await self._start_queued(workflow_id)
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        tasks = list(self._pending.tasks)
+        for task in tasks:
+            task.cancel("core is shutting down")
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait until every task the engine spawned has finished (used by tests and shutdown)."""
+        while self._pending.tasks:
+            await asyncio.gather(*list(self._pending.tasks), return_exceptions=True)
+
+    # ---- queries ------------------------------------------------------------------------------------
+
+    def running(self) -> list[m.Run]:
+        return sorted(self._runs.values(), key=lambda r: r.created_at)
+
+    def get(self, task_id: TaskId) -> m.Run | None:
+        return self._runs.get(task_id)
+
+    def progress(self, task_id: TaskId) -> dict[SubscriberId, ActionProgressData]:
+        return dict(self._progress.get(task_id, {}))
+
+    def queued(self) -> list[QueuedRun]:
+        return list(self._queued.values())
+
+    def pending_actions(self, sid: SubscriberId) -> list[str]:
+        """Frames of every action this subscriber still owes an answer for (re-sent on connect)."""
+        frames = []
+        for run in self.running():
+            current = run.current
+            if current and sid in current.waiting_for:
+                action = Action(message_type=current.message_type, data=ActionData(task=run.id, step=current.name))
+                frames.append(serialize(action))
+        return frames
+
+    # ---- inputs -------------------------------------------------------------------------------------
+
+    async def trigger(
+        self, workflow_id: str, trigger: str, fired: dict[str, datetime] | None = None
+    ) -> StartResult:
+        """Start a run of the workflow as its on_surpass policy allows; `fired` records trigger times."""
+        workflow = self.workflows.get(workflow_id)
+        if workflow is None:
+            raise UnknownWorkflow(workflow_id)
+        async with self._lock:
+            running = tuple(r.id for r in self._running_of(workflow_id))
+            decision = decide(workflow.on_surpass, running, workflow_id in self._queued)
+            changes = Changes(trigger_times=dict(fired or {}))
+            if decision.enqueue:
+                queued = QueuedRun(workflow_id, trigger, self._clock.now())
+                changes.queued.append(queued)
+                await self._store.commit(changes)
+                self._queued[workflow_id] = queued
+                log.info("run_queued", workflow=workflow_id, trigger=trigger, reason=decision.reason)
+                return StartResult("queued", decision.reason, workflow_id=workflow_id)
+            if not decision.start:
+                await self._store.commit(changes)
+                log.info("run_skipped", workflow=workflow_id, trigger=trigger, reason=decision.reason)
+                return StartResult("skipped", decision.reason, workflow_id=workflow_id)
+            cancelled = [self._transition(self._runs[t], m.Cancel(f"replaced by a new run ({trigger})")) for t in running]
+            task_id = await self._start(workflow, trigger, changes, cancelled)
+            return StartResult("started", decision.reason, task_id, workflow_id)
+
+    async def on_event(self, message_type: str, data: dict[str, Any]) -> list[StartResult]:
+        """Start every workflow with an event trigger matching this event."""
+        results = []
+        for workflow in self.workflows.values():
+            if any(t.matches(message_type, data) for t in workflow.event_triggers):
+                results.append(await self.trigger(workflow.id, f"event:{message_type}"))
+        return results
+
+    async def answer(self, sid: SubscriberId, message: ActionDone | ActionError) -> None:
+        error = message.data.error if isinstance(message, ActionError) else None
+        await self._apply(message.data.task, m.Answer(sid, message.data.step, error))
+
+    async def info(self, sid: SubscriberId, message: ActionInfo) -> None:
+        data = message.data
+        await self._apply(data.task, m.Info(sid, data.step, data.level, data.message))
+
+    def progress_update(self, sid: SubscriberId, message: ActionProgress) -> None:
+        if message.data.task in self._runs:
+            self._progress.setdefault(message.data.task, {})[sid] = message.data
+
+    async def cancel(self, task_id: TaskId, reason: str = "cancelled by request") -> m.Run | None:
+        if task_id not in self._runs:
+            return None
+        await self._apply(task_id, m.Cancel(reason))
+        return await self._store.run(task_id)
+
+    async def unsubscribed(self, sid: SubscriberId, message_types: frozenset[str]) -> None:
+        for run in self.running():
+            current = run.current
+            if current and current.message_type in message_types and sid in current.waiting_for:
+                await self._apply(run.id, m.SubscriberGone(sid))
+
+    # ---- the one path of every change ---------------------------------------------------------------
+
+    async def _apply(self, task_id: TaskId, event: m.Input) -> None:
+        async with self._lock:
+            run = self._runs.get(task_id)
+            if run is None:
+                log.debug("input_ignored", task=task_id, input=type(event).__name__, reason="no such running task")
+                return
+            await self._apply_to(run, event)
+
+    async def _apply_to(self, run: m.Run, event: m.Input) -> None:
+        transition = self._transition(run, event)
+        if transition.changed:
+            await self._store.commit(Changes(runs=[transition.run]))
+            self._execute([transition])
+
+    def _transition(self, run: m.Run, event: m.Input) -> m.Transition:
+        workflow = self.workflows[run.workflow_id]
+        transition = m.advance(run, workflow, event, self._clock.now(), self._registry.lookup)
+        if transition.ignored:
+            log.debug("input_ignored", task=run.id, input=type(event).__name__, reason=transition.ignored)
+        return transition
+
+    async def _start(
+        self, workflow: Workflow, trigger: str, changes: Changes, earlier: list[m.Transition]
+    ) -> TaskId:
+        now = self._clock.now()
+        run, commands = m.new_run(TaskId(self._new_id()), workflow, trigger, now)
+        started = m.advance(run, workflow, m.Start(), now, self._registry.lookup)
+        first = m.Transition(started.run, [*commands, *started.commands])
+        transitions = [*earlier, first]
+        changes.runs.extend(t.run for t in transitions)
+        await self._store.commit(changes)
+        self._metrics.runs_started.labels(workflow.id).inc()
+        log.info("run_started", task=run.id, workflow=workflow.id, trigger=trigger)
+        self._execute(transitions)
+        return run.id
+
+    async def _start_queued(self, workflow_id: str) -> None:
+        queued = self._queued.get(workflow_id)
+        if queued is None or workflow_id not in self.workflows:
+            return
+        trigger = f"queued:{queued.trigger}"
+        await self._start(self.workflows[workflow_id], trigger, Changes(dequeued=[workflow_id]), [])
+        self._queued.pop(workflow_id, None)
+
+    def _execute(self, transitions: list[m.Transition]) -> None:
+        for transition in transitions:
+            run = transition.run
+            if run.status is m.RunStatus.running:
+                self._runs[run.id] = run
+            for command in transition.commands:
+                self._carry_out(run, command)
+
+    def _carry_out(self, run: m.Run, command: m.Command) -> None:
+        match command:
+            case m.SendAction(task, step, message_type, to):
+                frame = serialize(Action(message_type=message_type, data=ActionData(task=task, step=step)))
+                for sid in to:
+                    self._registry.send(sid, frame)
+                self._bus.emit(message_type, lambda: frame)
+            case m.EmitEvent(message_type, data):
+                self.emit_event(message_type, data)
+                if message_type == "step_end":
+                    self._observe_step(run, data["step"])
+            case m.ArmDeadline(task, at):
+                self._arm(task, at)
+            case m.RunEnded(ended):
+                self._ended(ended)
+
+    def emit_event(self, message_type: str, data: dict[str, Any], trigger: bool = True) -> None:
+        """Put an event on the bus; with `trigger`, start the workflows it triggers in the background."""
+        event = Event(message_type=message_type, data=data)
+        self._bus.emit(message_type, lambda: serialize(event))
+        if trigger and message_type in self._event_types:
+            self.spawn(self.on_event(message_type, data))
+
+    def _ended(self, run: m.Run) -> None:
+        self._runs.pop(run.id, None)
+        self._progress.pop(run.id, None)
+        timer = self._timers.pop(run.id, None)
+        if timer:
+            timer.cancel()
+        self._metrics.runs_finished.labels(run.workflow_id, run.status.value).inc()
+        log.info("run_ended", task=run.id, workflow=run.workflow_id, status=run.status.value, error=run.error)
+        if run.workflow_id in self._queued and not self._running_of(run.workflow_id):
+            self.spawn(self._locked(self._start_queued, run.workflow_id))
+
+    async def _locked(self, fn: Callable[[str], Awaitable[None]], arg: str) -> None:
+        async with self._lock:
+            if not self._running_of(arg):
+                await fn(arg)
+
+    def _observe_step(self, run: m.Run, step_name: str) -> None:
+        for step_run in run.steps:
+            if step_run.name == step_name and step_run.ended_at:
+                seconds = (step_run.ended_at - step_run.started_at).total_seconds()
+                self._metrics.step_duration.labels(run.workflow_id, step_name).observe(seconds)
+
+    def _arm(self, task_id: TaskId, at: datetime) -> None:
+        previous = self._timers.pop(task_id, None)
+        if previous:
+            previous.cancel()
+        self._timers[task_id] = self._clock.call_at(at, lambda: self.spawn(self._apply(task_id, m.Deadline())))
+
+    def _running_of(self, workflow_id: str) -> list[m.Run]:
+        return [r for r in self._runs.values() if r.workflow_id == workflow_id]
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine in the background, tracked so shutdown can wait for or cancel it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._pending.tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("background_task_failed", error=repr(error), exc_info=error)

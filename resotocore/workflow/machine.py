@@ -1,0 +1,356 @@
+"""The pure workflow state machine: ``advance(run, workflow, input, now, subscribers) -> Transition``.
+
+No I/O and no clock reads: the handler feeds inputs and the current time, persists the new run state,
+and then carries out the returned commands (send actions, emit events, arm a deadline timer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from resotolib.protocol import SubscriberId, Subscription, TaskId
+from resotocore.workflow.model import OnError, Workflow
+
+MAX_INFO_PER_STEP = 100
+
+SubscriberLookup = Callable[[str], Sequence[tuple[SubscriberId, Subscription]]]
+"""Given a message type, the subscribers subscribed to it right now."""
+
+
+class RunStatus(StrEnum):
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Outcome(StrEnum):
+    waiting = "waiting"
+    done = "done"
+    error = "error"
+    timeout = "timeout"
+    gone = "gone"
+    cancelled = "cancelled"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SubscriberOutcome(_Frozen):
+    outcome: Outcome = Outcome.waiting
+    error: str | None = None
+    at: datetime | None = None
+
+
+class InfoEntry(_Frozen):
+    subscriber_id: SubscriberId
+    level: str
+    message: str
+    at: datetime
+
+
+class StepRun(_Frozen):
+    name: str
+    message_type: str
+    started_at: datetime
+    deadline: datetime
+    ended_at: datetime | None = None
+    success: bool | None = None
+    subscribers: dict[SubscriberId, SubscriberOutcome] = {}
+    notified: tuple[SubscriberId, ...] = ()
+    info: tuple[InfoEntry, ...] = ()
+
+    @property
+    def waiting_for(self) -> list[SubscriberId]:
+        return [sid for sid, o in self.subscribers.items() if o.outcome is Outcome.waiting]
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{sid}: {o.outcome.value}: {o.error}" for sid, o in self.subscribers.items() if o.error]
+
+
+class Run(_Frozen):
+    id: TaskId
+    workflow_id: str
+    trigger: str
+    status: RunStatus = RunStatus.running
+    created_at: datetime
+    ended_at: datetime | None = None
+    steps: tuple[StepRun, ...] = ()
+    error: str | None = None
+
+    @property
+    def current(self) -> StepRun | None:
+        return self.steps[-1] if self.steps and self.status is RunStatus.running else None
+
+    @property
+    def success(self) -> bool:
+        return self.status is RunStatus.succeeded
+
+
+# ---- inputs -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    pass
+
+
+@dataclass(frozen=True)
+class Answer:
+    subscriber_id: SubscriberId
+    step: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Info:
+    subscriber_id: SubscriberId
+    step: str
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The step deadline timer fired; a no-op if the deadline is not reached or belongs to another step."""
+
+
+@dataclass(frozen=True)
+class SubscriberGone:
+    subscriber_id: SubscriberId
+
+
+@dataclass(frozen=True)
+class Cancel:
+    reason: str
+
+
+Input = Start | Answer | Info | Deadline | SubscriberGone | Cancel
+
+
+# ---- commands ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendAction:
+    task: TaskId
+    step: str
+    message_type: str
+    to: tuple[SubscriberId, ...]
+
+
+@dataclass(frozen=True)
+class EmitEvent:
+    message_type: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ArmDeadline:
+    task: TaskId
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    run: Run
+
+
+Command = SendAction | EmitEvent | ArmDeadline | RunEnded
+
+
+@dataclass(frozen=True)
+class Transition:
+    run: Run
+    commands: list[Command] = field(default_factory=list)
+    ignored: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.ignored is None
+
+
+class IllegalTransition(RuntimeError):
+    def __init__(self, run: Run, event: Input) -> None:
+        super().__init__(f"run {run.id} in status {run.status} cannot take {type(event).__name__}")
+
+
+# ---- the machine ------------------------------------------------------------------------------------
+
+
+def advance(run: Run, workflow: Workflow, event: Input, now: datetime, subscribers: SubscriberLookup) -> Transition:
+    """Apply one input to a run. Inputs that do not apply yield ``Transition(run, ignored=reason)``."""
+    if run.status is not RunStatus.running:
+        if isinstance(event, Start | Cancel):
+            raise IllegalTransition(run, event)
+        return Transition(run, ignored=f"run is {run.status}")
+    match event:
+        case Start():
+            if run.steps:
+                raise IllegalTransition(run, event)
+            return _enter(run, workflow, 0, now, subscribers, [])
+        case Answer():
+            return _answer(run, workflow, event, now, subscribers)
+        case Info():
+            return _record_info(run, event, now)
+        case Deadline():
+            return _deadline(run, workflow, now, subscribers)
+        case SubscriberGone():
+            return _subscriber_gone(run, workflow, event, now, subscribers)
+        case Cancel():
+            return _cancel(run, event, now)
+
+
+def _enter(
+    run: Run, workflow: Workflow, index: int, now: datetime, subscribers: SubscriberLookup, commands: list[Command]
+) -> Transition:
+    """Enter step `index` (or finish the run when there is none); steps nobody waits for complete at once."""
+    while index < len(workflow.steps):
+        step = workflow.step(index)
+        subs = subscribers(step.message_type)
+        waiting = [(sid, s) for sid, s in subs if s.wait_for_completion]
+        timeout = max([step.timeout, *(timedelta(seconds=s.timeout) for _, s in waiting)])
+        step_run = StepRun(
+            name=step.name,
+            message_type=step.message_type,
+            started_at=now,
+            deadline=now + timeout,
+            subscribers={sid: SubscriberOutcome() for sid, _ in waiting},
+            notified=tuple(sid for sid, _ in subs),
+        )
+        run = run.model_copy(update={"steps": (*run.steps, step_run)})
+        commands.append(EmitEvent("step_started", _step_data(run, step_run)))
+        if subs:
+            commands.append(SendAction(run.id, step.name, step.message_type, step_run.notified))
+        if waiting:
+            commands.append(ArmDeadline(run.id, step_run.deadline))
+            return Transition(run, commands)
+        run = _replace_current(run, step_run.model_copy(update={"ended_at": now, "success": True}))
+        commands.append(EmitEvent("step_end", _step_data(run, run.steps[-1])))
+        index += 1
+    return _finish(run, workflow, now, commands)
+
+
+def _answer(run: Run, workflow: Workflow, event: Answer, now: datetime, subscribers: SubscriberLookup) -> Transition:
+    current = run.current
+    assert current is not None
+    if event.step != current.name:
+        return Transition(run, ignored=f"answer for step {event.step!r}, current step is {current.name!r}")
+    previous = current.subscribers.get(event.subscriber_id)
+    if previous is None:
+        return Transition(run, ignored="subscriber is not waited for in this step")
+    if previous.outcome is not Outcome.waiting:
+        return Transition(run, ignored=f"subscriber already answered: {previous.outcome}")
+    outcome = Outcome.done if event.error is None else Outcome.error
+    updated = SubscriberOutcome(outcome=outcome, error=event.error, at=now)
+    step_run = current.model_copy(update={"subscribers": {**current.subscribers, event.subscriber_id: updated}})
+    run = _replace_current(run, step_run)
+    if event.error is not None and workflow.step(len(run.steps) - 1).on_error is OnError.stop:
+        return _complete_step(run, workflow, now, subscribers)
+    if step_run.waiting_for:
+        return Transition(run, [])
+    return _complete_step(run, workflow, now, subscribers)
+
+
+def _deadline(run: Run, workflow: Workflow, now: datetime, subscribers: SubscriberLookup) -> Transition:
+    current = run.current
+    assert current is not None
+    if now < current.deadline:
+        return Transition(run, ignored="deadline not reached")
+    timed_out = SubscriberOutcome(outcome=Outcome.timeout, error="no answer before the step timeout", at=now)
+    outcomes = {sid: timed_out if o.outcome is Outcome.waiting else o for sid, o in current.subscribers.items()}
+    run = _replace_current(run, current.model_copy(update={"subscribers": outcomes}))
+    return _complete_step(run, workflow, now, subscribers)
+
+
+def _subscriber_gone(
+    run: Run, workflow: Workflow, event: SubscriberGone, now: datetime, subscribers: SubscriberLookup
+) -> Transition:
+    current = run.current
+    assert current is not None
+    if event.subscriber_id not in current.waiting_for:
+        return Transition(run, ignored="subscriber is not waited for")
+    gone = SubscriberOutcome(outcome=Outcome.gone, error="subscriber was removed", at=now)
+    step_run = current.model_copy(update={"subscribers": {**current.subscribers, event.subscriber_id: gone}})
+    run = _replace_current(run, step_run)
+    if step_run.waiting_for:
+        return Transition(run, [])
+    return _complete_step(run, workflow, now, subscribers)
+
+
+def _complete_step(run: Run, workflow: Workflow, now: datetime, subscribers: SubscriberLookup) -> Transition:
+    current = run.current
+    assert current is not None
+    success = all(o.outcome is Outcome.done for o in current.subscribers.values())
+    stopped = SubscriberOutcome(outcome=Outcome.cancelled, at=now)
+    outcomes = {sid: stopped if o.outcome is Outcome.waiting else o for sid, o in current.subscribers.items()}
+    step_run = current.model_copy(update={"ended_at": now, "success": success, "subscribers": outcomes})
+    run = _replace_current(run, step_run)
+    commands: list[Command] = [EmitEvent("step_end", _step_data(run, run.steps[-1]))]
+    index = len(run.steps) - 1
+    if not success and workflow.step(index).on_error is OnError.stop:
+        error = f"step {current.name} failed: " + ("; ".join(run.steps[-1].errors) or "unknown error")
+        return _end(run, RunStatus.failed, now, commands, error)
+    return _enter(run, workflow, index + 1, now, subscribers, commands)
+
+
+def _finish(run: Run, workflow: Workflow, now: datetime, commands: list[Command]) -> Transition:
+    failed = [s.name for s in run.steps if not s.success]
+    if failed:
+        return _end(run, RunStatus.failed, now, commands, f"steps failed: {', '.join(failed)}")
+    return _end(run, RunStatus.succeeded, now, commands, None)
+
+
+def _cancel(run: Run, event: Cancel, now: datetime) -> Transition:
+    current = run.current
+    if current is not None and current.ended_at is None:
+        cancelled = SubscriberOutcome(outcome=Outcome.cancelled, at=now)
+        outcomes = {sid: cancelled if o.outcome is Outcome.waiting else o for sid, o in current.subscribers.items()}
+        run = _replace_current(run, current.model_copy(update={"subscribers": outcomes, "ended_at": now}))
+    return _end(run, RunStatus.cancelled, now, [], event.reason)
+
+
+def _end(run: Run, status: RunStatus, now: datetime, commands: list[Command], error: str | None) -> Transition:
+    run = run.model_copy(update={"status": status, "ended_at": now, "error": error})
+    data = {"task": run.id, "workflow": run.workflow_id, "success": run.success, "status": status.value}
+    if error:
+        data["error"] = error
+    return Transition(run, [*commands, EmitEvent("task_end", data), RunEnded(run)])
+
+
+def _record_info(run: Run, event: Info, now: datetime) -> Transition:
+    for index, step_run in enumerate(run.steps):
+        if step_run.name == event.step:
+            if len(step_run.info) >= MAX_INFO_PER_STEP:
+                return Transition(run, ignored="too many info messages for this step")
+            entry = InfoEntry(subscriber_id=event.subscriber_id, level=event.level, message=event.message, at=now)
+            updated = step_run.model_copy(update={"info": (*step_run.info, entry)})
+            steps = (*run.steps[:index], updated, *run.steps[index + 1 :])
+            return Transition(run.model_copy(update={"steps": steps}), [])
+    return Transition(run, ignored=f"run has no step {event.step!r}")
+
+
+def _replace_current(run: Run, step_run: StepRun) -> Run:
+    return run.model_copy(update={"steps": (*run.steps[:-1], step_run)})
+
+
+def _step_data(run: Run, step_run: StepRun) -> dict[str, Any]:
+    data: dict[str, Any] = {"task": run.id, "workflow": run.workflow_id, "step": step_run.name}
+    if step_run.success is not None:
+        data["success"] = step_run.success
+    return data
+
+
+def new_run(task_id: TaskId, workflow: Workflow, trigger: str, now: datetime) -> tuple[Run, list[Command]]:
+    """A fresh run that has not entered its first step yet, and the event announcing it."""
+    run = Run(id=task_id, workflow_id=workflow.id, trigger=trigger, created_at=now)
+    data = {"task": task_id, "workflow": workflow.id, "trigger": trigger}
+    return run, [EmitEvent("task_started", data)]

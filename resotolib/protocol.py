@@ -1,0 +1,183 @@
+"""The wire protocol shared by the core and every client: one pydantic model per message kind.
+
+Every frame is a JSON object ``{"kind": K, "message_type": T, "data": {...}}``. Parsing is lenient
+(extra fields are ignored), serialising is compact and stable so frames match Resoto's byte for byte.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, NewType
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError, field_validator
+
+TaskId = NewType("TaskId", str)
+SubscriberId = NewType("SubscriberId", str)
+
+ANSWER_KINDS = frozenset({"action_done", "action_error"})
+
+
+class ProtocolError(ValueError):
+    """A frame that is not valid JSON, not an object, of an unknown kind, or with invalid fields."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+# ---- progress -------------------------------------------------------------------------------------
+
+
+class ProgressDone(_Frozen):
+    kind: Literal["progress"] = "progress"
+    name: str
+    current: int | float
+    total: int | float
+    path: list[str] | None = None
+
+
+class ProgressTree(_Frozen):
+    kind: Literal["tree"] = "tree"
+    name: str
+    path: list[str] | None = None
+    parts: list[Progress] = Field(default_factory=list)
+
+
+Progress = Annotated[ProgressDone | ProgressTree, Field(discriminator="kind")]
+
+
+# ---- payloads -------------------------------------------------------------------------------------
+
+
+class ActionData(_Frozen):
+    task: TaskId
+    step: str
+
+
+class ActionDoneData(ActionData):
+    subscriber_id: SubscriberId | None = None
+
+
+class ActionErrorData(ActionData):
+    error: str = "n/a"
+    subscriber_id: SubscriberId | None = None
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _error_text(cls, value: Any) -> str:
+        return "n/a" if value is None else str(value)
+
+
+class ActionInfoData(ActionData):
+    level: str = "info"
+    message: str = ""
+    subscriber_id: SubscriberId | None = None
+
+
+class ActionProgressData(ActionData):
+    context: list[str] = Field(default_factory=list)
+    progress: Progress
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    subscriber_id: SubscriberId | None = None
+
+
+# ---- messages -------------------------------------------------------------------------------------
+
+
+class Event(_Frozen):
+    kind: Literal["event"] = "event"
+    message_type: str
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class Action(_Frozen):
+    kind: Literal["action"] = "action"
+    message_type: str
+    data: ActionData
+
+
+class ActionDone(_Frozen):
+    kind: Literal["action_done"] = "action_done"
+    message_type: str
+    data: ActionDoneData
+
+
+class ActionError(_Frozen):
+    kind: Literal["action_error"] = "action_error"
+    message_type: str
+    data: ActionErrorData
+
+
+class ActionInfo(_Frozen):
+    kind: Literal["action_info"] = "action_info"
+    message_type: str
+    data: ActionInfoData
+
+
+class ActionProgress(_Frozen):
+    kind: Literal["action_progress"] = "action_progress"
+    message_type: str
+    data: ActionProgressData
+
+
+class Authorization(_Frozen):
+    """First websocket frame of a client that cannot send an Authorization header."""
+
+    kind: Literal["authorization"] = "authorization"
+    jwt: str
+
+
+Message = Annotated[
+    Event | Action | ActionDone | ActionError | ActionInfo | ActionProgress | Authorization,
+    Field(discriminator="kind"),
+]
+Answer = ActionDone | ActionError
+KNOWN_KINDS = ("event", "action", "action_done", "action_error", "action_info", "action_progress", "authorization")
+
+_message_adapter: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+def parse_message(frame: str | bytes) -> Message:
+    """Parse one frame. Raises ProtocolError with a one-line reason for anything that is not a message."""
+    try:
+        return _message_adapter.validate_json(frame)
+    except ValidationError as e:
+        raise ProtocolError(_describe(e)) from None
+
+
+def serialize(message: Event | Action | ActionDone | ActionError | ActionInfo | ActionProgress | Authorization) -> str:
+    """Compact JSON in the field order of the wire format; absent optional fields are left out."""
+    return message.model_dump_json(exclude_none=True)
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    match first["type"]:
+        case "json_invalid":
+            return f"malformed JSON: {first['msg']}"
+        case "union_tag_invalid":
+            kind = first.get("input", {}).get("kind") if isinstance(first.get("input"), dict) else None
+            return f"unknown message kind {kind!r}; expected one of {', '.join(KNOWN_KINDS)}"
+        case "union_tag_not_found":
+            return "message has no 'kind'"
+    if not first["loc"]:
+        return "a message must be a JSON object"
+    loc = ".".join(str(p) for p in first["loc"][1:]) or "message"
+    kind = first["loc"][0]
+    return f"invalid {kind} message: {loc}: {first['msg']}"
+
+
+# ---- subscriptions ----------------------------------------------------------------------------------
+
+
+class Subscription(_Frozen):
+    """One message type a subscriber listens to; the core waits for its answer when wait_for_completion."""
+
+    message_type: str
+    wait_for_completion: bool = True
+    timeout: int = Field(default=60, description="seconds the core waits for this subscriber's answer")
+
+
+class Subscriber(_Frozen):
+    id: SubscriberId
+    subscriptions: dict[str, Subscription] = Field(default_factory=dict)
