@@ -10,11 +10,11 @@ from typing import Any
 import click
 import structlog
 
-from resotolib.logs import setup_logging
-from resotolib.settings import build, model_options
 from resotocore.app import serve
 from resotocore.config import CoreConfig
 from resotocore.db.store import StoreError
+from resotolib.logs import setup_logging
+from resotolib.settings import build, model_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -35,7 +35,9 @@ class CoreConfig(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Lowest level logged.")
     max_frame_size: int = Field(4 * 1024 * 1024, ge=1024, description="Largest websocket frame accepted, in bytes.")
     queue_size: int = Field(1000, ge=1, description="Messages queued per websocket before it counts as too slow.")
-    heartbeat: float = Field(30.0, gt=0, description="Seconds between websocket pings; a peer silent for long is dropped.")
+    heartbeat: float = Field(
+        30.0, gt=0, description="Seconds between websocket pings; a peer silent for long is dropped."
+    )
     shutdown_timeout: float = Field(5.0, ge=0, description="Seconds to finish requests on shutdown.")
 
     _check_schedule = field_validator("schedule")(classmethod(lambda cls, v: validate_cron(v)))

@@ -48,6 +48,10 @@ class Core:
         self.engine.spawn(self.registry.expire(self.clock.now()))
         self._expiry_timer = self.clock.call_at(self.clock.now() + EXPIRY_SWEEP, self.sweep_expired)
 
+    def stop_sweeping(self) -> None:
+        if self._expiry_timer:
+            self._expiry_timer.cancel()
+
     async def close_websockets(self) -> None:
         sockets = list(self.websockets)
         await asyncio.gather(
@@ -80,7 +84,7 @@ async def running_core(
         await scheduler.start()
         core = Core(config, clock, store, bus, registry, engine, scheduler, metrics, started_at)
         core.sweep_expired()
-        stack.callback(lambda: core._expiry_timer and core._expiry_timer.cancel())
+        stack.callback(core.stop_sweeping)
         stack.push_async_callback(core.close_websockets)
         log.info("core_started", data_dir=str(config.data_dir), workflows=sorted(engine.workflows))
         yield core
@@ -89,9 +93,7 @@ async def running_core(
 CORE = web.AppKey("core", Core)
 
 
-def core_context(
-    config: CoreConfig, clock: Clock | None = None, workflows: Sequence[Workflow] | None = None
-) -> Any:
+def core_context(config: CoreConfig, clock: Clock | None = None, workflows: Sequence[Workflow] | None = None) -> Any:
     """An aiohttp cleanup_ctx running the core for the lifetime of the app."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:

@@ -14,23 +14,31 @@ class CoreMetrics:
             "resotocore_runs_started", "Workflow runs started", ["workflow"], registry=self.registry
         )
         self.runs_finished = Counter(
-            "resotocore_runs_finished", "Workflow runs finished, by outcome", ["workflow", "status"],
+            "resotocore_runs_finished",
+            "Workflow runs finished, by outcome",
+            ["workflow", "status"],
             registry=self.registry,
         )
         self.step_duration = Histogram(
-            "resotocore_step_duration_seconds", "Duration of workflow steps", ["workflow", "step"],
-            buckets=STEP_BUCKETS, registry=self.registry,
+            "resotocore_step_duration_seconds",
+            "Duration of workflow steps",
+            ["workflow", "step"],
+            buckets=STEP_BUCKETS,
+            registry=self.registry,
         )
         self.subscribers_connected = Gauge(
-            "resotocore_subscribers_connected", "Subscribers connected to their action channel",
+            "resotocore_subscribers_connected",
+            "Subscribers connected to their action channel",
             registry=self.registry,
         )
         self.event_listeners = Gauge(
             "resotocore_event_listeners", "Websockets listening on /events", registry=self.registry
         )
         self.queue_overflows = Counter(
-            "resotocore_queue_overflows", "Websockets closed because they did not read their queue",
-            ["channel"], registry=self.registry,
+            "resotocore_queue_overflows",
+            "Websockets closed because they did not read their queue",
+            ["channel"],
+            registry=self.registry,
         )
         self.protocol_errors = Counter(
             "resotocore_protocol_errors", "Websockets closed because of invalid frames", registry=self.registry

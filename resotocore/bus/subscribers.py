@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from resotolib.protocol import Subscriber, SubscriberId, Subscription
 from resotocore.bus.message_bus import Listener
 from resotocore.db.store import Changes, Store
+from resotolib.protocol import Subscriber, SubscriberId, Subscription
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +41,9 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def make_subscription(message_type: str, timeout: str | int | None, wait_for_completion: str | bool | None) -> Subscription:
+def make_subscription(
+    message_type: str, timeout: str | int | None, wait_for_completion: str | bool | None
+) -> Subscription:
     """Build a subscription from request values: timeout in whole seconds, wait is true unless 'false'."""
     check_name("message type", message_type)
     seconds = 60

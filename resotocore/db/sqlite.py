@@ -12,9 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from resotolib.protocol import Subscriber, TaskId
 from resotocore.db.store import Changes, QueuedRun, RunPage, StoreError
 from resotocore.workflow.machine import Run, RunStatus
+from resotolib.protocol import Subscriber, TaskId
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
@@ -51,7 +51,8 @@ class SqliteStore:
             try:
                 if changes.runs:
                     db.executemany(
-                        "INSERT OR REPLACE INTO runs (id, workflow_id, status, created_at, doc) VALUES (?,?,?,?,?)",
+                        "INSERT INTO runs (id, workflow_id, status, created_at, doc) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
                         [(r.id, r.workflow_id, r.status, r.created_at.isoformat(), r.model_dump_json()) for r in changes.runs],
                     )
                 if changes.subscribers:
@@ -86,7 +87,7 @@ class SqliteStore:
 
     async def running(self) -> list[Run]:
         rows = self._db.execute(
-            "SELECT doc FROM runs WHERE status = ? ORDER BY created_at", (RunStatus.running.value,)
+            "SELECT doc FROM runs WHERE status = ? ORDER BY created_at, rowid", (RunStatus.running.value,)
         ).fetchall()
         return [Run.model_validate_json(doc) for (doc,) in rows]
 
@@ -96,7 +97,7 @@ class SqliteStore:
 
     async def history(self, workflow_id: str, limit: int, offset: int) -> RunPage:
         rows = self._db.execute(
-            "SELECT doc FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            "SELECT doc FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
             (workflow_id, limit, offset),
         ).fetchall()
         (total,) = self._db.execute("SELECT count(*) FROM runs WHERE workflow_id = ?", (workflow_id,)).fetchone()

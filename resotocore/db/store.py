@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from resotolib.protocol import Subscriber, SubscriberId, TaskId
 from resotocore.workflow.machine import Run
+from resotolib.protocol import Subscriber, SubscriberId, TaskId
 
 
 class StoreError(RuntimeError):

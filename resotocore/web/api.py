@@ -8,11 +8,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import TypeAdapter
 
-from resotolib.protocol import Subscriber, SubscriberId, Subscription, TaskId
 from resotocore.bus.subscribers import check_name, make_subscription
 from resotocore.core import CORE, Core
 from resotocore.web.errors import ClientError, Conflict, NotFound
 from resotocore.workflow.machine import Run
+from resotolib.protocol import Subscriber, SubscriberId, Subscription, TaskId
 
 routes = web.RouteTableDef()
 _subscriptions = TypeAdapter(list[Subscription])

@@ -13,6 +13,10 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from resotocore.bus.message_bus import Listener
+from resotocore.bus.subscribers import AlreadyConnected
+from resotocore.core import CORE, Core
+from resotocore.web.errors import error_json
 from resotolib.protocol import (
     Action,
     ActionDone,
@@ -27,10 +31,6 @@ from resotolib.protocol import (
     parse_message,
     serialize,
 )
-from resotocore.bus.message_bus import Listener
-from resotocore.bus.subscribers import AlreadyConnected
-from resotocore.core import CORE, Core
-from resotocore.web.errors import error_json
 
 log = structlog.get_logger(__name__)
 

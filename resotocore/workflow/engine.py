@@ -15,6 +15,14 @@ from typing import Any, Literal
 
 import structlog
 
+from resotocore.bus.message_bus import MessageBus
+from resotocore.bus.subscribers import SubscriberRegistry
+from resotocore.clock import Clock, Timer
+from resotocore.db.store import Changes, QueuedRun, Store
+from resotocore.metrics import CoreMetrics
+from resotocore.workflow import machine as m
+from resotocore.workflow.model import Workflow
+from resotocore.workflow.surpass import decide
 from resotolib.protocol import (
     Action,
     ActionData,
@@ -28,14 +36,6 @@ from resotolib.protocol import (
     TaskId,
     serialize,
 )
-from resotocore.bus.message_bus import MessageBus
-from resotocore.bus.subscribers import SubscriberRegistry
-from resotocore.clock import Clock, Timer
-from resotocore.db.store import Changes, QueuedRun, Store
-from resotocore.metrics import CoreMetrics
-from resotocore.workflow import machine as m
-from resotocore.workflow.model import Workflow
-from resotocore.workflow.surpass import decide
 
 log = structlog.get_logger(__name__)
 
@@ -150,9 +150,7 @@ class Engine:
 
     # ---- inputs -------------------------------------------------------------------------------------
 
-    async def trigger(
-        self, workflow_id: str, trigger: str, fired: dict[str, datetime] | None = None
-    ) -> StartResult:
+    async def trigger(self, workflow_id: str, trigger: str, fired: dict[str, datetime] | None = None) -> StartResult:
         """Start a run of the workflow as its on_surpass policy allows; `fired` records trigger times."""
         workflow = self.workflows.get(workflow_id)
         if workflow is None:
@@ -172,7 +170,8 @@ class Engine:
                 await self._store.commit(changes)
                 log.info("run_skipped", workflow=workflow_id, trigger=trigger, reason=decision.reason)
                 return StartResult("skipped", decision.reason, workflow_id=workflow_id)
-            cancelled = [self._transition(self._runs[t], m.Cancel(f"replaced by a new run ({trigger})")) for t in running]
+            replaced = m.Cancel(f"replaced by a new run ({trigger})")
+            cancelled = [self._transition(self._runs[t], replaced) for t in decision.cancel]
             task_id = await self._start(workflow, trigger, changes, cancelled)
             return StartResult("started", decision.reason, task_id, workflow_id)
 
@@ -231,9 +230,7 @@ class Engine:
             log.debug("input_ignored", task=run.id, input=type(event).__name__, reason=transition.ignored)
         return transition
 
-    async def _start(
-        self, workflow: Workflow, trigger: str, changes: Changes, earlier: list[m.Transition]
-    ) -> TaskId:
+    async def _start(self, workflow: Workflow, trigger: str, changes: Changes, earlier: list[m.Transition]) -> TaskId:
         now = self._clock.now()
         run, commands = m.new_run(TaskId(self._new_id()), workflow, trigger, now)
         started = m.advance(run, workflow, m.Start(), now, self._registry.lookup)

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from resotolib.protocol import SubscriberId, Subscription, TaskId
 from resotocore.workflow.model import OnError, Workflow
+from resotolib.protocol import SubscriberId, Subscription, TaskId
 
 MAX_INFO_PER_STEP = 100
 

@@ -17,7 +17,7 @@ class OnError(StrEnum):
 class OnSurpass(StrEnum):
     skip = "skip"
     parallel = "parallel"
-    replace = "replace"
+    replace_ = "replace"
     wait = "wait"
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resotolib.protocol import TaskId
 from resotocore.workflow.model import OnSurpass
+from resotolib.protocol import TaskId
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ def decide(policy: OnSurpass, running: tuple[TaskId, ...], queued: bool) -> Deci
             return Decision(start=False, reason=f"skipped: the workflow is running (task {busy})")
         case OnSurpass.parallel:
             return Decision(start=True, reason="started in parallel")
-        case OnSurpass.replace:
+        case OnSurpass.replace_:
             return Decision(start=True, cancel=running, reason=f"started, replacing task {busy}")
         case OnSurpass.wait:
             if queued:

@@ -1,0 +1,306 @@
+"""Action bus benchmark: the core's action round trip against a bare aiohttp websocket echo.
+
+Run it with ``python bench/bus.py``. Everything is measured in one run, one process and one event
+loop, over real loopback TCP, so the ratios compare like with like on the same machine.
+
+What is measured
+----------------
+* **bare echo** -- an aiohttp server whose websocket handler echoes every text frame. One round:
+  each of N clients sends one JSON frame shaped like an action and reads its echo. That is one frame
+  each way per client and nothing else: the floor of any websocket bus built on aiohttp.
+* **core, one action** -- the real core app (``create_app``, SQLite in a temporary directory)
+  served by ``AppRunner``/``TCPSite``. A one-step workflow sends the action ``bench`` to N
+  subscribers, registered over HTTP like Resoto's client does and connected on
+  ``/subscriber/{id}/handle``. One round: trigger the workflow, the core emits the action to every
+  subscriber, each answers ``action_done``, the step completes and the run ends (``task_end``).
+  Again one frame each way per subscriber, so core/bare is the price of the core itself: state
+  machine, persisting every change, parsing and validating frames, the event bus.
+* **core, whole run** -- the default 12-step ``collect_and_cleanup`` workflow with 10 no-op
+  subscribers subscribed to all 12 message types, against 13 bare 10-client rounds.
+
+Why the comparison is fair
+--------------------------
+* A round starts with an in-process call of ``Engine.trigger`` and ends when an in-process bus
+  listener sees ``task_end``. Starting with ``POST /workflows/{id}/run`` or watching ``/events`` would
+  add an HTTP request or an extra websocket hop that the bare round does not have. The trigger itself
+  (the start transition and its commit) is core work, so it is counted.
+* Clients do the same work on both sides: ``json.loads`` the frame they get, ``json.dumps`` the one
+  they send. Both servers use the same websocket settings (heartbeat, largest frame), both client
+  sides one ``aiohttp.ClientSession`` without a connection limit.
+* The bench workflow uses ``on_surpass=parallel`` so a trigger always starts a run (it never waits
+  or is skipped); rounds are sequential anyway, so runs never overlap. The 12-step workflow is the
+  default one without its triggers, so no cron or event starts an extra run during the measurement.
+* Each figure is the median over many rounds after warm-up rounds that are not counted. Every round
+  has a timeout, and the whole script takes well under a minute.
+
+Targets (from the issue): one action round trip adds no more than 50% to the bare round trip
+(core/bare <= 1.5), and a 12-step run takes no longer than 1.5 times 13 bare 10-client rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from resotocore.app import create_app
+from resotocore.bus.message_bus import Listener
+from resotocore.config import CoreConfig
+from resotocore.core import CORE, Core
+from resotocore.workflow.model import OnSurpass, Step, Workflow, default_workflows
+from resotolib.logs import setup_logging
+
+BENCH = "bench"
+CLIENT_COUNTS = (1, 10, 100)
+ROUNDS = {1: 1000, 10: 500, 100: 100}
+WARMUP = 20
+RUN_SUBSCRIBERS = 10
+RUNS = 100
+RUN_WARMUP = 10
+RUN_BARE_ROUNDS = 13
+TARGET_ACTION = 1.5
+TARGET_RUN = 1.5
+ROUND_TIMEOUT = 10.0
+HEARTBEAT = 30.0
+MAX_FRAME = 4 * 1024 * 1024
+
+Round = Callable[[], Awaitable[None]]
+
+
+class BenchError(RuntimeError):
+    """A round did not go as a round should (not started, wrong task, failed run)."""
+
+
+# ---- measuring -------------------------------------------------------------------------------------
+
+
+async def measure(one_round: Round, rounds: int, warmup: int = WARMUP) -> float:
+    """Median seconds per round, after `warmup` rounds that are not counted."""
+    for _ in range(warmup):
+        async with asyncio.timeout(ROUND_TIMEOUT):
+            await one_round()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        async with asyncio.timeout(ROUND_TIMEOUT):
+            await one_round()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---- servers and clients ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1, any free port; yield its base URL."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, shutdown_timeout=1.0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def client_session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        yield session
+
+
+@asynccontextmanager
+async def websockets(session: aiohttp.ClientSession, urls: Sequence[str]) -> AsyncIterator[list[Ws]]:
+    """Open one websocket per URL; close them all on exit."""
+    sockets: list[Ws] = []
+    try:
+        for url in urls:
+            sockets.append(await session.ws_connect(url))
+        yield sockets
+    finally:
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+
+Ws = aiohttp.ClientWebSocketResponse
+
+
+# ---- the bare baseline -----------------------------------------------------------------------------
+
+
+async def echo(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=MAX_FRAME)
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type is WSMsgType.TEXT:
+            await ws.send_str(msg.data)
+    return ws
+
+
+def echo_app() -> web.Application:
+    app = web.Application()
+    app.router.add_get("/echo", echo)
+    return app
+
+
+async def bare_round(sockets: Sequence[Ws]) -> None:
+    """Every client sends one action-sized JSON frame, then every client reads its echo."""
+    task = str(uuid.uuid4())
+    for ws in sockets:
+        await ws.send_str(json.dumps({"kind": "action", "message_type": BENCH, "data": {"task": task, "step": BENCH}}))
+    for ws in sockets:
+        json.loads(await ws.receive_str())
+
+
+async def bare_echo(clients: int, rounds: int) -> float:
+    async with serving(echo_app()) as url, client_session() as session:
+        async with websockets(session, [f"{url}/echo"] * clients) as sockets:
+            return await measure(lambda: bare_round(sockets), rounds)
+
+
+# ---- the core --------------------------------------------------------------------------------------
+
+
+def bench_workflow() -> Workflow:
+    return Workflow(
+        id=BENCH, name="Bench", steps=(Step(name=BENCH, message_type=BENCH),), on_surpass=OnSurpass.parallel
+    )
+
+
+def collect_and_cleanup() -> Workflow:
+    """The default 12-step workflow, without triggers so nothing but the benchmark starts it."""
+    workflow = next(w for w in default_workflows() if w.id == "collect_and_cleanup")
+    return workflow.model_copy(update={"triggers": ()})
+
+
+@asynccontextmanager
+async def running_core(workflows: Sequence[Workflow]) -> AsyncIterator[tuple[Core, str]]:
+    """A real core on loopback with its database in a temporary directory; yield it and its URL."""
+    with tempfile.TemporaryDirectory(prefix="resotocore-bench-") as data_dir:
+        config = CoreConfig(data_dir=Path(data_dir), port=0, heartbeat=HEARTBEAT, max_frame_size=MAX_FRAME)
+        app = create_app(config, workflows=workflows)
+        async with serving(app) as url:
+            yield app[CORE], url
+
+
+async def register(session: aiohttp.ClientSession, url: str, sid: str, message_types: Sequence[str]) -> str:
+    """Subscribe `sid` to every message type like Resoto's client does; return its action channel URL."""
+    params = {"timeout": "60", "wait_for_completion": "true"}
+    for message_type in message_types:
+        async with session.post(f"{url}/subscriber/{sid}/{message_type}", params=params) as response:
+            response.raise_for_status()
+    return f"{url}/subscriber/{sid}/handle"
+
+
+async def answer_actions(ws: Ws) -> None:
+    """A no-op subscriber: answer every action with action_done."""
+    async for msg in ws:
+        if msg.type is not WSMsgType.TEXT:
+            return
+        action = json.loads(msg.data)
+        data = {"task": action["data"]["task"], "step": action["data"]["step"]}
+        await ws.send_str(json.dumps({"kind": "action_done", "message_type": action["message_type"], "data": data}))
+
+
+@asynccontextmanager
+async def subscribers(
+    session: aiohttp.ClientSession, url: str, count: int, message_types: Sequence[str]
+) -> AsyncIterator[None]:
+    """`count` connected no-op subscribers, each subscribed to every message type."""
+    channels = [await register(session, url, f"bench-{i:03d}", message_types) for i in range(count)]
+    async with websockets(session, channels) as sockets:
+        tasks = [asyncio.create_task(answer_actions(ws)) for ws in sockets]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def core_round(core: Core, workflow_id: str, ends: Listener) -> None:
+    """Trigger one run and wait for its task_end on the bus."""
+    result = await core.engine.trigger(workflow_id, BENCH)
+    frame = await ends.next()
+    if result.status != "started" or frame is None:
+        raise BenchError(f"run not started or bus closed: {result}")
+    end = json.loads(frame)["data"]
+    if end["task"] != result.task_id or not end["success"]:
+        raise BenchError(f"unexpected end of run: {end}")
+
+
+async def core_runs(workflow: Workflow, clients: int, rounds: int, warmup: int) -> float:
+    """Median duration of a run of `workflow` with `clients` subscribers to all of its message types."""
+    message_types = sorted({step.message_type for step in workflow.steps})
+    async with AsyncExitStack() as stack:
+        core, url = await stack.enter_async_context(running_core([workflow]))
+        session = await stack.enter_async_context(client_session())
+        await stack.enter_async_context(subscribers(session, url, clients, message_types))
+        ends = await stack.enter_async_context(core.bus.subscribe(BENCH, ["task_end"]))
+        return await measure(lambda: core_round(core, workflow.id, ends), rounds, warmup)
+
+
+# ---- report ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    bare: float
+    core: float
+    target: float
+
+    @property
+    def ratio(self) -> float:
+        return self.core / self.bare
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.target
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds * 1e6:8.0f} µs" if seconds < 1e-3 else f"{seconds * 1e3:8.2f} ms"
+
+
+def print_table(rows: Sequence[Row]) -> None:
+    header = f"{'measurement':<34} {'bare':>11} {'core':>11} {'core/bare':>9} {'target':>8}  met"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        met = "yes" if row.met else "NO"
+        line = f"{row.name:<34} {duration(row.bare)} {duration(row.core)} {row.ratio:9.2f} {row.target:>8.2f}  {met}"
+        print(line)
+
+
+async def main() -> None:
+    started = time.perf_counter()
+    bare: dict[int, float] = {}
+    rows: list[Row] = []
+    for clients in CLIENT_COUNTS:
+        bare[clients] = await bare_echo(clients, ROUNDS[clients])
+        core = await core_runs(bench_workflow(), clients, ROUNDS[clients], WARMUP)
+        rows.append(Row(f"action round trip, {clients} subscriber(s)", bare[clients], core, TARGET_ACTION))
+    whole = await core_runs(collect_and_cleanup(), RUN_SUBSCRIBERS, RUNS, RUN_WARMUP)
+    bare_run = RUN_BARE_ROUNDS * bare[RUN_SUBSCRIBERS]
+    rows.append(Row(f"12-step run, {RUN_SUBSCRIBERS} subs (bare: 13 rounds)", bare_run, whole, TARGET_RUN))
+    print_table(rows)
+    print(
+        f"\nmedians; bare = aiohttp websocket echo, same process and loop; took {time.perf_counter() - started:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    setup_logging("console", "warning")
+    asyncio.run(main())

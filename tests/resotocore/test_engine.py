@@ -1,0 +1,259 @@
+"""The engine through the HTTP API, with a fake clock: timeouts, triggers, surpass, cancel, recovery."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from conftest import START, CoreClientFactory, FakeClock, answer, core_of, receive_json, settle, subscribe
+from resotocore.config import CoreConfig
+from resotocore.workflow.model import EventTrigger, OnError, OnSurpass, Step, Workflow
+
+
+def one_step(on_surpass: OnSurpass = OnSurpass.wait, on_error: OnError = OnError.continue_) -> list[Workflow]:
+    steps = (
+        Step(name="work", message_type="work", on_error=on_error),
+        Step(name="after", message_type="after"),
+    )
+    trigger = EventTrigger(message_type="go", filter_data={"env": "prod"})
+    return [Workflow(id="wf", name="wf", steps=steps, triggers=(trigger,), on_surpass=on_surpass)]
+
+
+async def task(client: TestClient[Any, Any], task_id: str) -> dict[str, Any]:
+    response = await client.get(f"/tasks/{task_id}")
+    assert response.status == 200
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def run(client: TestClient[Any, Any], workflow: str = "wf") -> tuple[int, dict[str, Any]]:
+    response = await client.post(f"/workflows/{workflow}/run")
+    return response.status, await response.json()
+
+
+async def test_step_timeout_fires_on_time_extended_by_subscriber_timeout(
+    core_client: CoreClientFactory, clock: FakeClock
+) -> None:
+    client = await core_client(workflows=one_step())
+    core = core_of(client)
+    silent = await subscribe(client, "silent", "work", timeout=30)
+    _, body = await run(client)
+    await receive_json(silent)
+    clock.advance(timedelta(seconds=29))
+    await settle(core)
+    state = await task(client, body["task_id"])
+    assert state["step"] == "work" and state["waiting_for"] == ["silent"]
+    clock.advance(timedelta(seconds=1))
+    await settle(core)
+    state = await task(client, body["task_id"])
+    assert state["status"] == "failed"  # on_error continue: went on, but the run records the failure
+    assert state["steps"][0]["subscribers"]["silent"]["outcome"] == "timeout"
+    assert state["steps"][0]["duration"] == 30.0
+
+
+async def test_on_error_stop_ends_the_run(core_client: CoreClientFactory) -> None:
+    client = await core_client(workflows=one_step(on_error=OnError.stop))
+    ws = await subscribe(client, "w", "work", "after")
+    _, body = await run(client)
+    await answer(ws, await receive_json(ws), error="AccessDenied")
+    await settle(core_of(client))
+    state = await task(client, body["task_id"])
+    assert state["status"] == "failed"
+    assert "AccessDenied" in state["error"]
+    assert [s["name"] for s in state["steps"]] == ["work"]
+
+
+async def test_on_surpass_wait_queues_one_run(core_client: CoreClientFactory) -> None:
+    client = await core_client(workflows=one_step(OnSurpass.wait))
+    ws = await subscribe(client, "w", "work")
+    status, first = await run(client)
+    assert status == 200 and first["status"] == "started"
+    status, second = await run(client)
+    assert status == 202 and second["status"] == "queued"
+    status, third = await run(client)
+    assert status == 409 and third["status"] == "skipped" and "already queued" in third["error"]
+    assert (await (await client.get("/workflows")).json())[0]["queued"] is True
+    await answer(ws, await receive_json(ws))
+    action = await receive_json(ws)  # the queued run starts when the first ends
+    assert action["data"]["task"] != first["task_id"]
+    await answer(ws, action)
+    await settle(core_of(client))
+    history = await (await client.get("/workflows/wf/runs")).json()
+    assert [r["status"] for r in history["runs"]] == ["succeeded", "succeeded"]
+    assert history["runs"][0]["trigger"] == "queued:manual"
+
+
+async def test_on_surpass_skip_parallel_replace(core_client: CoreClientFactory, config: CoreConfig) -> None:
+    for policy, expected_status, running in [
+        (OnSurpass.skip, 409, 1),
+        (OnSurpass.parallel, 200, 2),
+        (OnSurpass.replace_, 200, 1),
+    ]:
+        cfg = config.model_copy(update={"data_dir": config.data_dir / policy.value})
+        client = await core_client(cfg, workflows=one_step(policy))
+        await client.post("/subscriber/w/work")
+        _, first = await run(client)
+        status, second = await run(client)
+        assert status == expected_status, policy
+        tasks = await (await client.get("/tasks")).json()
+        assert len(tasks) == running, policy
+        if policy is OnSurpass.replace_:
+            replaced = await task(client, first["task_id"])
+            assert replaced["status"] == "cancelled" and "replaced" in replaced["error"]
+            assert tasks[0]["id"] == second["task_id"]
+
+
+async def test_cancel_a_run(core_client: CoreClientFactory, events_ws: Any) -> None:
+    client = await core_client(workflows=one_step())
+    events = await events_ws(client, "task_end")
+    await client.post("/subscriber/w/work")
+    _, body = await run(client)
+    response = await client.delete(f"/tasks/{body['task_id']}")
+    assert response.status == 200
+    assert (await response.json())["status"] == "cancelled"
+    end = await receive_json(events)
+    assert end["data"]["success"] is False and end["data"]["status"] == "cancelled"
+    assert (await client.delete(f"/tasks/{body['task_id']}")).status == 409
+    assert (await client.delete("/tasks/unknown")).status == 404
+    assert await (await client.get("/tasks")).json() == []
+
+
+async def test_event_trigger_with_data_filter(core_client: CoreClientFactory, events_ws: Any) -> None:
+    client = await core_client(workflows=one_step())
+    sender = await events_ws(client, "nothing")
+    await sender.send_json({"kind": "event", "message_type": "go", "data": {"env": "dev"}})
+    await settle(core_of(client))
+    assert await (await client.get("/tasks")).json() == []
+    await sender.send_json({"kind": "event", "message_type": "go", "data": {"env": "prod", "more": 1}})
+    await client.post("/subscriber/w/work")  # keep the run open so it shows up
+    await settle(core_of(client))
+    history = await (await client.get("/workflows/wf/runs")).json()
+    assert [r["trigger"] for r in history["runs"]] == ["event:go"]
+
+
+async def test_cron_trigger_fires_at_the_next_slot(core_client: CoreClientFactory, clock: FakeClock) -> None:
+    client = await core_client()
+    workflows = {w["id"]: w for w in await (await client.get("/workflows")).json()}
+    assert workflows["collect_and_cleanup"]["next_run"] == "2026-03-01T13:00:00+00:00"
+    assert workflows["collect"]["next_run"] is None
+    clock.advance(timedelta(minutes=59, seconds=29))
+    await settle(core_of(client))
+    assert (await (await client.get("/workflows/collect_and_cleanup/runs")).json())["total"] == 0
+    clock.advance(timedelta(seconds=1))
+    await settle(core_of(client))
+    history = await (await client.get("/workflows/collect_and_cleanup/runs")).json()
+    assert [(r["trigger"], r["created_at"]) for r in history["runs"]] == [("schedule", "2026-03-01T13:00:00+00:00")]
+    workflows = {w["id"]: w for w in await (await client.get("/workflows")).json()}
+    assert workflows["collect_and_cleanup"]["next_run"] == "2026-03-01T14:00:00+00:00"
+
+
+@pytest.mark.parametrize(("policy", "runs"), [("latest", 1), ("none", 0)])
+async def test_missed_runs_are_caught_up_once_at_start(
+    core_client: CoreClientFactory, config: CoreConfig, policy: str, runs: int
+) -> None:
+    cfg = config.model_copy(update={"catch_up": policy})
+    client = await core_client(cfg)
+    await client.close()
+    later = FakeClock(START + timedelta(hours=3, minutes=10))  # slots 13:00, 14:00, 15:00 were missed
+    client = await core_client(cfg, later)
+    core = core_of(client)
+    history = await (await client.get("/workflows/collect_and_cleanup/runs")).json()
+    assert [r["trigger"] for r in history["runs"]] == ["catch-up:3 missed"] * runs
+    assert core.scheduler.missed == {"collect_and_cleanup": 3}
+    await client.close()
+    # the slots are consumed: a restart right after catches up nothing more
+    client = await core_client(cfg, FakeClock(START + timedelta(hours=3, minutes=20)))
+    assert core_of(client).scheduler.missed == {}
+
+
+async def test_a_run_resumes_after_restart_and_appears_once(core_client: CoreClientFactory) -> None:
+    client = await core_client()
+    ws = await subscribe(client, "w", "collect", "cleanup")
+    _, body = await run(client, "collect_and_cleanup")
+    await answer(ws, await receive_json(ws))
+    cleanup = await receive_json(ws)
+    assert cleanup["message_type"] == "cleanup"
+    await ws.close()
+    await client.close()
+
+    client = await core_client()
+    tasks = await (await client.get("/tasks")).json()
+    assert [(t["id"], t["step"], t["waiting_for"]) for t in tasks] == [(body["task_id"], "cleanup", ["w"])]
+    ws = await client.ws_connect("/subscriber/w/handle")
+    assert await receive_json(ws) == cleanup  # the pending action is sent again
+    await answer(ws, cleanup)
+    await settle(core_of(client))
+    history = await (await client.get("/workflows/collect_and_cleanup/runs")).json()
+    assert [(r["id"], r["status"]) for r in history["runs"]] == [(body["task_id"], "succeeded")]
+    collect = next(s for s in history["runs"][0]["steps"] if s["name"] == "collect")
+    assert collect["subscribers"]["w"]["outcome"] == "done"
+
+
+async def test_a_subscriber_gone_too_long_is_dropped_and_not_waited_for(
+    core_client: CoreClientFactory, clock: FakeClock
+) -> None:
+    client = await core_client(workflows=one_step())
+    core = core_of(client)
+    await client.post("/subscriber/ghost/work", params={"timeout": "3600"})
+    _, body = await run(client)
+    clock.advance(timedelta(minutes=4))  # within the start-up grace: kept
+    await settle(core)
+    assert (await client.get("/subscriber/ghost")).status == 200
+    clock.advance(timedelta(minutes=1, seconds=30))
+    await settle(core)
+    assert (await client.get("/subscriber/ghost")).status == 404
+    state = await task(client, body["task_id"])
+    assert state["steps"][0]["subscribers"]["ghost"]["outcome"] == "gone"
+
+
+async def test_connected_subscribers_are_never_dropped(core_client: CoreClientFactory, clock: FakeClock) -> None:
+    client = await core_client(workflows=one_step())
+    ws = await subscribe(client, "w", "work")
+    clock.advance(timedelta(minutes=30))
+    await settle(core_of(client))
+    assert (await client.get("/subscriber/w")).status == 200
+    await ws.close()
+
+
+async def test_history_is_newest_first_and_paginated(core_client: CoreClientFactory, clock: FakeClock) -> None:
+    client = await core_client(workflows=one_step())
+    ids = []
+    for _ in range(5):
+        ids.append((await run(client))[1]["task_id"])
+        clock.advance(timedelta(seconds=1))
+    page = await (await client.get("/workflows/wf/runs", params={"limit": "2"})).json()
+    assert [r["id"] for r in page["runs"]] == ids[::-1][:2]
+    assert page["total"] == 5 and page["next_offset"] == 2
+    page = await (await client.get("/workflows/wf/runs", params={"limit": "2", "offset": "4"})).json()
+    assert [r["id"] for r in page["runs"]] == [ids[0]] and page["next_offset"] is None
+    assert (await client.get("/workflows/wf/runs", params={"limit": "0"})).status == 400
+    assert (await client.get("/workflows/wf/runs", params={"offset": "x"})).status == 400
+    assert (await client.get("/workflows/nope/runs")).status == 404
+
+
+async def test_unknown_workflow_and_task(core_client: CoreClientFactory) -> None:
+    client = await core_client()
+    response = await client.post("/workflows/nope/run")
+    assert response.status == 404
+    assert await response.json() == {"error": "unknown workflow 'nope'"}
+    assert (await client.get("/tasks/nope")).status == 404
+    response = await client.get("/no/such/path")
+    assert response.status == 404 and "error" in await response.json()
+
+
+async def test_metrics_and_system_endpoints(core_client: CoreClientFactory) -> None:
+    client = await core_client(workflows=one_step())
+    ws = await subscribe(client, "w", "work")
+    await run(client)
+    await answer(ws, await receive_json(ws))
+    await settle(core_of(client))
+    assert await (await client.get("/system/ping")).text() == "pong"
+    assert (await client.get("/system/ready")).status == 200
+    text = await (await client.get("/metrics")).text()
+    assert 'resotocore_runs_started_total{workflow="wf"} 1.0' in text
+    assert 'resotocore_runs_finished_total{status="succeeded",workflow="wf"} 1.0' in text
+    assert 'resotocore_step_duration_seconds_count{step="work",workflow="wf"} 1.0' in text
+    assert "resotocore_subscribers_connected 1.0" in text

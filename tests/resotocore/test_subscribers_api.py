@@ -1,0 +1,111 @@
+"""The subscriber endpoints, with the exact requests Resoto's published client sends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conftest import CoreClientFactory, core_of
+
+
+async def test_post_adds_a_subscription_and_answers_200_with_the_subscriber(core_client: CoreClientFactory) -> None:
+    client = await core_client()
+    response = await client.post("/subscriber/resoto.worker/collect", params={"timeout": "10800", "wait_for_completion": "True"})
+    assert response.status == 200
+    assert await response.json() == {
+        "id": "resoto.worker",
+        "subscriptions": {"collect": {"message_type": "collect", "wait_for_completion": True, "timeout": 10800}},
+    }
+    response = await client.post("/subscriber/resoto.worker/cleanup", params={"wait_for_completion": "False"})
+    body = await response.json()
+    assert body["subscriptions"]["cleanup"] == {"message_type": "cleanup", "wait_for_completion": False, "timeout": 60}
+    assert set(body["subscriptions"]) == {"collect", "cleanup"}
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("TRUE", True), ("yes", True), ("FALSE", False), ("false", False), ("False", False)])
+async def test_wait_for_completion_is_read_case_insensitively(
+    core_client: CoreClientFactory, value: str, expected: bool
+) -> None:
+    client = await core_client()
+    body = await (await client.post("/subscriber/s/collect", params={"wait_for_completion": value})).json()
+    assert body["subscriptions"]["collect"]["wait_for_completion"] is expected
+
+
+async def test_delete_subscription_answers_200(core_client: CoreClientFactory) -> None:
+    client = await core_client()
+    await client.post("/subscriber/s/collect")
+    await client.post("/subscriber/s/cleanup")
+    response = await client.delete("/subscriber/s/collect")
+    assert response.status == 200
+    assert set((await response.json())["subscriptions"]) == {"cleanup"}
+    # removing what is not there is not an error either (the client removes unconditionally)
+    response = await client.delete("/subscriber/nobody/collect")
+    assert response.status == 200
+    assert await response.json() == {"id": "nobody", "subscriptions": {}}
+
+
+async def test_get_put_delete_subscriber_and_lists(core_client: CoreClientFactory) -> None:
+    client = await core_client()
+    assert (await client.get("/subscriber/s")).status == 404
+    subscriptions = [
+        {"message_type": "collect", "wait_for_completion": True, "timeout": 30},
+        {"message_type": "post_collect", "wait_for_completion": False, "timeout": 5},
+    ]
+    response = await client.put("/subscriber/s", json=subscriptions)
+    assert response.status == 200
+    body: dict[str, Any] = await response.json()
+    assert body["subscriptions"]["post_collect"]["timeout"] == 5
+    await client.post("/subscriber/other/collect")
+    assert [s["id"] for s in await (await client.get("/subscribers")).json()] == ["other", "s"]
+    assert [s["id"] for s in await (await client.get("/subscribers/for/post_collect")).json()] == ["s"]
+    assert await (await client.get("/subscribers/for/nothing")).json() == []
+    assert (await (await client.get("/subscriber/s")).json()) == body
+    response = await client.delete("/subscriber/s")
+    assert response.status == 200
+    assert (await client.get("/subscriber/s")).status == 404
+    assert (await client.delete("/subscriber/s")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "reason"),
+    [
+        ("/subscriber/bad%20id/collect", {}, "invalid subscriber id"),
+        ("/subscriber/s/bad%20type", {}, "invalid message type"),
+        ("/subscriber/s/collect", {"timeout": "soon"}, "invalid timeout"),
+        ("/subscriber/s/collect", {"timeout": "0"}, "invalid timeout"),
+        ("/subscriber/s/collect", {"timeout": "-5"}, "invalid timeout"),
+        ("/subscriber/s/collect", {"timeout": "99999999999"}, "invalid timeout"),
+    ],
+)
+async def test_invalid_requests_get_400_and_change_nothing(
+    core_client: CoreClientFactory, path: str, params: dict[str, str], reason: str
+) -> None:
+    client = await core_client()
+    response = await client.post(path, params=params)
+    assert response.status == 400
+    assert reason in (await response.json())["error"]
+    assert await (await client.get("/subscribers")).json() == []
+    assert await core_of(client).store.subscribers() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"not": "a list"}', "[{}]", '[{"message_type": "x y"}]', '[{"message_type": "c", "timeout": 0}]', "not json"],
+)
+async def test_put_with_a_bad_body_is_refused(core_client: CoreClientFactory, body: str) -> None:
+    client = await core_client()
+    await client.post("/subscriber/s/collect")
+    response = await client.put("/subscriber/s", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert "error" in await response.json()
+    assert set((await (await client.get("/subscriber/s")).json())["subscriptions"]) == {"collect"}
+
+
+async def test_subscriptions_are_persisted_across_restarts(core_client: CoreClientFactory) -> None:
+    client = await core_client()
+    await client.post("/subscriber/w/collect", params={"timeout": "99"})
+    await client.close()
+    client = await core_client()
+    body = await (await client.get("/subscriber/w")).json()
+    assert body["subscriptions"]["collect"]["timeout"] == 99
