@@ -53,7 +53,10 @@ class SqliteStore:
                     db.executemany(
                         "INSERT INTO runs (id, workflow_id, status, created_at, doc) VALUES (?, ?, ?, ?, ?) "
                         "ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
-                        [(r.id, r.workflow_id, r.status, r.created_at.isoformat(), r.model_dump_json()) for r in changes.runs],
+                        [
+                            (r.id, r.workflow_id, r.status, r.created_at.isoformat(), r.model_dump_json())
+                            for r in changes.runs
+                        ],
                     )
                 if changes.subscribers:
                     db.executemany(

@@ -107,6 +107,7 @@ async def list_workflows(request: web.Request) -> web.Response:
                 "next_run": next_fire.isoformat() if next_fire else None,
                 "running": [r.id for r in core.engine.running() if r.workflow_id == workflow.id],
                 "queued": any(q.workflow_id == workflow.id for q in core.engine.queued()),
+                "missed_at_startup": core.scheduler.missed.get(workflow.id, 0),
             }
         )
     return web.json_response(result)

@@ -7,8 +7,8 @@ import pytest
 from resotocore.scheduler.cron import Schedule, ScheduleError, count_missed, next_fire
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def fires(schedule: Schedule, after: datetime, count: int) -> list[datetime]:

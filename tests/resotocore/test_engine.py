@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from conftest import START, CoreClientFactory, FakeClock, answer, core_of, receive_json, settle, subscribe
 from resotocore.config import CoreConfig
 from resotocore.workflow.model import EventTrigger, OnError, OnSurpass, Step, Workflow
+from tests.support import START, CoreClientFactory, FakeClock, answer, core_of, receive_json, settle, subscribe
 
 
 def one_step(on_surpass: OnSurpass = OnSurpass.wait, on_error: OnError = OnError.continue_) -> list[Workflow]:
@@ -39,7 +39,7 @@ async def test_step_timeout_fires_on_time_extended_by_subscriber_timeout(
 ) -> None:
     client = await core_client(workflows=one_step())
     core = core_of(client)
-    silent = await subscribe(client, "silent", "work", timeout=30)
+    silent = await subscribe(client, "silent", "work", answer_within=30)
     _, body = await run(client)
     await receive_json(silent)
     clock.advance(timedelta(seconds=29))

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from resotolib.protocol import SubscriberId, Subscription, TaskId
 from resotocore.workflow import machine as m
 from resotocore.workflow.model import OnError, OnSurpass, Step, Workflow, default_workflows
 from resotocore.workflow.surpass import decide
+from resotolib.protocol import SubscriberId, Subscription, TaskId
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 W = SubscriberId("worker")
@@ -198,7 +198,9 @@ def test_default_workflows() -> None:
         "pre_generate_metrics", "generate_metrics", "post_generate_metrics",
     ]  # fmt: skip
     assert [s.name for s in workflows["metrics"].steps] == [
-        "pre_generate_metrics", "generate_metrics", "post_generate_metrics"
+        "pre_generate_metrics",
+        "generate_metrics",
+        "post_generate_metrics",
     ]
     assert len(workflows["collect"].steps) == 6 and len(workflows["cleanup"].steps) == 9
     for wid, wf in workflows.items():

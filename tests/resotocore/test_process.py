@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import CoreProcess
+from tests.support import CoreProcess
 
 StartCore = Callable[..., Awaitable[CoreProcess]]
 

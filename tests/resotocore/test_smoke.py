@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import CoreClientFactory, answer, core_of, receive_json, settle, subscribe
+from tests.support import CoreClientFactory, answer, core_of, receive_json, settle, subscribe
 
 
 async def test_full_run_with_one_worker(core_client: CoreClientFactory) -> None:

@@ -6,12 +6,14 @@ from typing import Any
 
 import pytest
 
-from conftest import CoreClientFactory, core_of
+from tests.support import CoreClientFactory, core_of
 
 
 async def test_post_adds_a_subscription_and_answers_200_with_the_subscriber(core_client: CoreClientFactory) -> None:
     client = await core_client()
-    response = await client.post("/subscriber/resoto.worker/collect", params={"timeout": "10800", "wait_for_completion": "True"})
+    response = await client.post(
+        "/subscriber/resoto.worker/collect", params={"timeout": "10800", "wait_for_completion": "True"}
+    )
     assert response.status == 200
     assert await response.json() == {
         "id": "resoto.worker",
@@ -23,7 +25,10 @@ async def test_post_adds_a_subscription_and_answers_200_with_the_subscriber(core
     assert set(body["subscriptions"]) == {"collect", "cleanup"}
 
 
-@pytest.mark.parametrize(("value", "expected"), [("true", True), ("TRUE", True), ("yes", True), ("FALSE", False), ("false", False), ("False", False)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("TRUE", True), ("yes", True), ("FALSE", False), ("false", False), ("False", False)],
+)
 async def test_wait_for_completion_is_read_case_insensitively(
     core_client: CoreClientFactory, value: str, expected: bool
 ) -> None:

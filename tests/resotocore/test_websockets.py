@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType
 
-from conftest import CoreClientFactory, answer, core_of, receive_json, settle, subscribe
 from resotocore.config import CoreConfig
+from tests.support import CoreClientFactory, answer, core_of, receive_json, settle, subscribe
 
 
 async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> tuple[int | None, str]:
@@ -63,7 +63,7 @@ async def test_events_stream_shows_the_run_and_filters_by_show(core_client: Core
     task_id = (await (await client.post("/workflows/metrics/run")).json())["task_id"]
     action = await receive_json(worker)
     await answer(worker, action)
-    seen = []
+    seen: list[dict[str, Any]] = []
     while not seen or seen[-1]["message_type"] != "task_end":
         seen.append(await receive_json(everything))
     assert [(m["kind"], m["message_type"]) for m in seen] == [

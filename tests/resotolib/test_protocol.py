@@ -14,6 +14,7 @@ from resotolib.protocol import (
     Event,
     ProgressTree,
     ProtocolError,
+    TaskId,
     parse_message,
     serialize,
 )
@@ -36,7 +37,7 @@ def test_frames_round_trip_byte_for_byte(frame: str) -> None:
 
 
 def test_models_serialise_in_wire_shape() -> None:
-    action = Action(message_type="collect", data=ActionData(task="t1", step="collect"))  # type: ignore[arg-type]
+    action = Action(message_type="collect", data=ActionData(task=TaskId("t1"), step="collect"))
     assert serialize(action) == '{"kind":"action","message_type":"collect","data":{"task":"t1","step":"collect"}}'
     event = Event(message_type="task_end", data={"task": "t1", "success": True})
     assert serialize(event) == '{"kind":"event","message_type":"task_end","data":{"task":"t1","success":true}}'

@@ -1,0 +1,152 @@
+"""Test support: a fake clock, a core process, websocket helpers for subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from resotocore.core import CORE, Core
+
+START = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
+
+
+class FakeTimer:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClock:
+    """Time that moves only when a test says so; due timers fire in order on advance()."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self._now = now
+        self._timers: list[tuple[datetime, int, FakeTimer, Callable[[], None]]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> datetime:
+        return self._now
+
+    def call_at(self, when: datetime, callback: Callable[[], None]) -> FakeTimer:
+        timer = FakeTimer()
+        heapq.heappush(self._timers, (when, next(self._seq), timer, callback))
+        return timer
+
+    def advance(self, delta: timedelta) -> None:
+        target = self._now + delta
+        while self._timers and self._timers[0][0] <= target:
+            when, _, timer, callback = heapq.heappop(self._timers)
+            self._now = max(self._now, when)
+            if not timer.cancelled:
+                callback()
+        self._now = target
+
+    def pending(self) -> list[datetime]:
+        return sorted(when for when, _, timer, _ in self._timers if not timer.cancelled)
+
+
+CoreClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def core_of(client: TestClient[Any, Any]) -> Core:
+    app: web.Application = client.app
+    return app[CORE]
+
+
+async def subscribe(
+    client: TestClient[Any, Any], sid: str, *message_types: str, answer_within: int = 60, wait: bool = True
+) -> aiohttp.ClientWebSocketResponse:
+    """Register subscriptions the way Resoto's client does, then open the action channel."""
+    for message_type in message_types:
+        params = {"timeout": str(answer_within), "wait_for_completion": str(wait)}
+        response = await client.post(f"/subscriber/{sid}/{message_type}", params=params)
+        assert response.status == 200, await response.text()
+    return await client.ws_connect(f"/subscriber/{sid}/handle")
+
+
+async def receive_json(ws: aiohttp.ClientWebSocketResponse, within: float = 5) -> Any:
+    msg = await asyncio.wait_for(ws.receive(), within)
+    assert msg.type is aiohttp.WSMsgType.TEXT, f"expected a text frame, got {msg.type} {msg.data!r} {msg.extra!r}"
+    return msg.json()
+
+
+async def answer(ws: aiohttp.ClientWebSocketResponse, action: dict[str, Any], error: str | None = None) -> None:
+    kind = "action_done" if error is None else "action_error"
+    data: dict[str, Any] = {"task": action["data"]["task"], "step": action["data"]["step"]}
+    if error is not None:
+        data["error"] = error
+    await ws.send_json({"kind": kind, "message_type": action["message_type"], "data": data})
+
+
+async def settle(core: Core) -> None:
+    """Let the core process what is in flight: socket reads, spawned tasks."""
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+        await core.engine.drain()
+
+
+class CoreProcess:
+    """A real `resotocore` process on a free loopback port."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.data_dir = data_dir
+        self.args = args
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = ""
+        self.log: list[dict[str, Any]] = []
+
+    async def start(self, within: float = 20) -> CoreProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "resotocore", "--port", "0", "--data-dir", str(self.data_dir),
+            "--log-format", "json", *self.args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(within):
+            while not self.url:
+                entry = await self._next_log()
+                if entry.get("event") == "listening":
+                    self.url = str(entry["url"])
+        self._drain = asyncio.get_running_loop().create_task(self._read_rest())
+        return self
+
+    async def _next_log(self) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stderr is not None
+        line = await self.proc.stderr.readline()
+        if not line:
+            raise RuntimeError(f"resotocore exited early: {self.log}")
+        try:
+            entry: dict[str, Any] = json.loads(line)
+        except json.JSONDecodeError:
+            entry = {"event": "raw", "line": line.decode(errors="replace")}
+        self.log.append(entry)
+        return entry
+
+    async def _read_rest(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            while True:
+                await self._next_log()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+
+    async def wait(self, within: float = 10) -> int:
+        assert self.proc is not None
+        code = await asyncio.wait_for(self.proc.wait(), within)
+        await asyncio.wait_for(self._drain, within)
+        return code
