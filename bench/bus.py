@@ -75,6 +75,7 @@ HEARTBEAT = 30.0
 MAX_FRAME = 4 * 1024 * 1024
 
 Round = Callable[[], Awaitable[None]]
+Ws = aiohttp.ClientWebSocketResponse
 
 
 class BenchError(RuntimeError):
@@ -131,9 +132,6 @@ async def websockets(session: aiohttp.ClientSession, urls: Sequence[str]) -> Asy
         yield sockets
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-
-
-Ws = aiohttp.ClientWebSocketResponse
 
 
 # ---- the bare baseline -----------------------------------------------------------------------------
@@ -275,12 +273,12 @@ def duration(seconds: float) -> str:
 
 
 def print_table(rows: Sequence[Row]) -> None:
-    header = f"{'measurement':<34} {'bare':>11} {'core':>11} {'core/bare':>9} {'target':>8}  met"
+    header = f"{'measurement':<40} {'bare':>11} {'core':>11} {'core/bare':>9} {'target':>8}  met"
     print(header)
     print("-" * len(header))
     for row in rows:
         met = "yes" if row.met else "NO"
-        line = f"{row.name:<34} {duration(row.bare)} {duration(row.core)} {row.ratio:9.2f} {row.target:>8.2f}  {met}"
+        line = f"{row.name:<40} {duration(row.bare)} {duration(row.core)} {row.ratio:9.2f} {row.target:>8.2f}  {met}"
         print(line)
 
 
@@ -294,11 +292,13 @@ async def main() -> None:
         rows.append(Row(f"action round trip, {clients} subscriber(s)", bare[clients], core, TARGET_ACTION))
     whole = await core_runs(collect_and_cleanup(), RUN_SUBSCRIBERS, RUNS, RUN_WARMUP)
     bare_run = RUN_BARE_ROUNDS * bare[RUN_SUBSCRIBERS]
-    rows.append(Row(f"12-step run, {RUN_SUBSCRIBERS} subs (bare: 13 rounds)", bare_run, whole, TARGET_RUN))
+    rows.append(Row(f"12-step run, {RUN_SUBSCRIBERS} subscribers", bare_run, whole, TARGET_RUN))
     print_table(rows)
-    print(
-        f"\nmedians; bare = aiohttp websocket echo, same process and loop; took {time.perf_counter() - started:.1f} s"
-    )
+    rounds = ", ".join(f"{clients}: {ROUNDS[clients]}" for clients in CLIENT_COUNTS)
+    print(f"\nmedians of rounds per subscriber count ({rounds}) and of {RUNS} whole runs, after warm-up rounds")
+    print(f"bare = aiohttp websocket echo, same process and loop; 12-step bare = {RUN_BARE_ROUNDS} x 10-client round")
+    print(f"targets: core/bare <= {TARGET_ACTION} per action, <= {TARGET_RUN} per 12-step run")
+    print(f"took {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,166 @@
+"""The resource graph as every process sees it: nodes, edges, filters and aggregates (pydantic).
+
+A node is ``{"id", "reported", "metadata", "desired"}``; ``reported`` holds ``kind``, ``id``, ``name``,
+``tags``, ``ctime`` and kind-specific fields. Edges are ``default`` (containment) or ``delete``
+(``from`` must be deleted before ``to``). Collectors send a merge as NDJSON: nodes, then edges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+EdgeType = Literal["default", "delete"]
+DEFAULT_GRAPH = "resoto"
+ROOT_ID = "root"
+FIELD_PATH = re.compile(r"^(reported|metadata|desired)(\.[A-Za-z0-9_:\-]+)+$")
+SHORTCUTS = ("id", "kind", "cloud", "account", "region", "name", "ctime", "expires")
+
+
+def node_id(kind: str, cloud: str, account: str, region: str, provider_id: str) -> str:
+    """The stable id of a resource: the same resource always gets the same id, across runs and workers."""
+    key = "\x1f".join((kind, cloud, account, region, provider_id))
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=256)
+    reported: dict[str, JsonValue]
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    desired: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @field_validator("reported")
+    @classmethod
+    def _has_kind(cls, reported: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        if not isinstance(reported.get("kind"), str) or not reported["kind"]:
+            raise ValueError("reported.kind must be a non-empty string")
+        return reported
+
+    @property
+    def kind(self) -> str:
+        return str(self.reported["kind"])
+
+
+class Edge(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    from_id: str = Field(alias="from")
+    to_id: str = Field(alias="to")
+    edge_type: EdgeType = "default"
+
+
+Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "exists"]
+
+
+class Comparison(BaseModel):
+    """``path op value``: path is a shortcut (kind, cloud, account, region, name, ...) or reported.x.y."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    op: Op = "=="
+    value: JsonValue = None
+
+    @field_validator("path")
+    @classmethod
+    def _valid_path(cls, path: str) -> str:
+        if path not in SHORTCUTS and not FIELD_PATH.match(path):
+            raise ValueError(f"invalid path {path!r}: use {', '.join(SHORTCUTS)} or reported.<field>[.<field>...]")
+        return path
+
+
+class Filter(BaseModel):
+    """What to match. Every given criterion must hold; the empty filter ``{}`` matches every node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ids: list[str] | None = None
+    kinds: list[str] | None = None
+    cloud: list[str] | None = None
+    account: list[str] | None = None
+    region: list[str] | None = None
+    fields: list[Comparison] = Field(default_factory=list)
+    tags: dict[str, str | None] = Field(
+        default_factory=dict, description="tag name to value; null: the tag exists with any value"
+    )
+    expired_before: datetime | None = None
+    clean: bool | None = Field(None, description="desired.clean")
+    cleaned: bool | None = Field(None, description="metadata.cleaned")
+    protected: bool | None = Field(None, description="metadata.protected")
+
+    @field_validator("cloud", "account", "region", "kinds", "ids", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filter: Filter = Field(default_factory=Filter)
+    limit: int | None = Field(None, ge=1)
+    offset: int = Field(0, ge=0)
+    with_edges: EdgeType | None = Field(None, description="also return edges of this type among the found nodes")
+
+
+class AggregateFunction(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    function: Literal["count", "sum", "min", "max"]
+    path: str | None = None
+    name: str = Field(alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @field_validator("path")
+    @classmethod
+    def _valid_path(cls, path: str | None) -> str | None:
+        return None if path is None else Comparison(path=path).path
+
+
+class AggregateRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filter: Filter = Field(default_factory=Filter)
+    group_by: list[str] = Field(default_factory=list)
+    functions: list[AggregateFunction] = Field(min_length=1)
+
+    @field_validator("group_by")
+    @classmethod
+    def _valid_paths(cls, paths: list[str]) -> list[str]:
+        return [Comparison(path=p).path for p in paths]
+
+
+class AggregateRow(BaseModel):
+    group: dict[str, JsonValue]
+    values: dict[str, JsonValue]
+
+
+class CleanRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filter: Filter
+    reason: str = Field("marked for cleanup", max_length=1000)
+
+
+class NodePatch(BaseModel):
+    """One line of ``PATCH /graph/{graph}/nodes``: what to change on one node."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    cleaned: bool | None = None
+    clean: bool | None = Field(None, description="desired.clean")
+    event_log: list[dict[str, JsonValue]] = Field(default_factory=list, description="entries appended")
+    tags: dict[str, str | None] = Field(default_factory=dict, description="tags set; null removes the tag")
+
+
+class MergeResult(BaseModel):
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
