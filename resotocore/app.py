@@ -12,13 +12,13 @@ from aiohttp import web
 from resotocore.clock import Clock
 from resotocore.config import CoreConfig
 from resotocore.core import CORE, core_context
-from resotocore.web import api, websockets
+from resotocore.web import api, graph_api, websockets
 from resotocore.web.errors import error_middleware
 from resotocore.workflow.model import Workflow
 
 log = structlog.get_logger(__name__)
 
-MAX_BODY = 16 * 1024 * 1024
+MAX_BODY = 64 * 1024 * 1024
 
 
 def create_app(
@@ -27,6 +27,7 @@ def create_app(
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app.add_routes(api.routes)
     app.add_routes(websockets.routes)
+    app.add_routes(graph_api.routes)
     app.cleanup_ctx.append(core_context(config, clock, workflows))
 
     async def close_websockets(app: web.Application) -> None:

@@ -17,6 +17,7 @@ from resotocore.bus.message_bus import MessageBus
 from resotocore.bus.subscribers import SubscriberRegistry
 from resotocore.clock import Clock, SystemClock, Timer
 from resotocore.config import CoreConfig
+from resotocore.db.graph_sqlite import SqliteGraphStore
 from resotocore.db.sqlite import SqliteStore
 from resotocore.db.store import Store
 from resotocore.metrics import CoreMetrics
@@ -39,6 +40,7 @@ class Core:
     engine: Engine
     scheduler: Scheduler
     metrics: CoreMetrics
+    graph: SqliteGraphStore
     started_at: datetime
     websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
     _expiry_timer: Timer | None = None
@@ -69,6 +71,8 @@ async def running_core(
     async with AsyncExitStack() as stack:
         store = SqliteStore(config.database, config.durability)
         stack.push_async_callback(store.close)
+        graph = SqliteGraphStore(config.data_dir / "graph.db", config.durability)
+        stack.push_async_callback(graph.close)
         metrics = CoreMetrics()
         bus = MessageBus(config.queue_size, on_overflow=lambda name: metrics.queue_overflows.labels("events").inc())
         started_at = clock.now()
@@ -82,7 +86,7 @@ async def running_core(
         scheduler = Scheduler(engine, store, clock, config.catch_up)
         stack.callback(scheduler.stop)
         await scheduler.start()
-        core = Core(config, clock, store, bus, registry, engine, scheduler, metrics, started_at)
+        core = Core(config, clock, store, bus, registry, engine, scheduler, metrics, graph, started_at)
         core.sweep_expired()
         stack.callback(core.stop_sweeping)
         stack.push_async_callback(core.close_websockets)

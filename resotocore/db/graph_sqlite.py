@@ -1,0 +1,250 @@
+"""The resource graph on SQLite: its own file, one writer thread, readers in parallel (WAL).
+
+A merge streams NDJSON lines into a staging table inside one transaction, then validates, walks the
+containment edges (ancestors and the replaced subtree) and applies everything with set-based SQL.
+Any problem — a broken line, an edge to an unknown node, a dropped connection — rolls the whole
+merge back: the previous graph stays as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from resotocore.db.graph_merge import MergeError, apply_merge, begin_merge, stage_lines
+from resotolib.graph import AggregateRequest, AggregateRow, CleanRequest, MergeResult, NodePatch, SearchRequest
+
+__all__ = ["MergeError", "SqliteGraphStore", "connect"]
+from resotocore.db.store import StoreError
+from resotocore.graph import query
+from resotocore.graph.expiry import expires_text
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    graph TEXT NOT NULL, id TEXT NOT NULL,
+    kind TEXT NOT NULL, cloud TEXT, account TEXT, region TEXT, name TEXT, ctime TEXT, expires TEXT,
+    protected INTEGER NOT NULL DEFAULT 0, clean INTEGER NOT NULL DEFAULT 0, cleaned INTEGER NOT NULL DEFAULT 0,
+    clean_reason TEXT, event_log TEXT, replace_root TEXT,
+    reported TEXT NOT NULL, metadata TEXT NOT NULL,
+    PRIMARY KEY (graph, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nodes_kind ON nodes (graph, kind);
+CREATE INDEX IF NOT EXISTS nodes_account ON nodes (graph, cloud, account);
+CREATE INDEX IF NOT EXISTS nodes_expires ON nodes (graph, expires) WHERE expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS nodes_clean ON nodes (graph, clean) WHERE clean = 1;
+CREATE INDEX IF NOT EXISTS nodes_replace_root ON nodes (graph, replace_root);
+CREATE TABLE IF NOT EXISTS edges (
+    graph TEXT NOT NULL, from_id TEXT NOT NULL, to_id TEXT NOT NULL, edge_type TEXT NOT NULL,
+    PRIMARY KEY (graph, from_id, to_id, edge_type)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_to ON edges (graph, to_id);
+"""
+
+SEARCH_CHUNK = 500
+LINE_BATCH = 5000
+
+
+def connect(path: Path, durability: Literal["normal", "full"] = "normal") -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+    db.execute("PRAGMA busy_timeout=10000")
+    db.execute("PRAGMA temp_store=FILE")
+    db.execute("PRAGMA cache_size=-65536")
+    db.create_function("resoto_expires", 4, expires_text, deterministic=True)
+    return db
+
+
+class SqliteGraphStore:
+    def __init__(self, path: Path, durability: Literal["normal", "full"] = "normal") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._durability = durability
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="graph-writer")
+        self._readers = ThreadPoolExecutor(2, thread_name_prefix="graph-reader")
+        self._local = threading.local()
+        self._write_db = connect(path, durability)
+        self._write_db.executescript(SCHEMA)
+        self._write_lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self._write(lambda db: None)
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        self._write_db.close()
+
+    # ---- writes -------------------------------------------------------------------------------------
+
+    async def merge(self, graph: str, chunks: AsyncIterable[bytes]) -> MergeResult:
+        """Merge an NDJSON stream (nodes, then edges) into `graph`, all or nothing."""
+        async with self._write_lock:
+            await self._write(begin_merge)
+            try:
+                async for batch in _numbered_lines(chunks):
+                    await self._write(lambda db, b=batch: stage_lines(db, b))  # type: ignore[misc]
+                return await self._write(lambda db: apply_merge(db, graph))
+            except BaseException:
+                await asyncio.shield(self._write(_rollback))
+                raise
+
+    async def clean(self, graph: str, request: CleanRequest) -> int:
+        cond = query.where(request.filter)
+        sql = f"UPDATE nodes SET clean = 1, clean_reason = ? WHERE graph = ? AND clean = 0 AND {cond.text}"
+        params = [request.reason, graph, *cond.params]
+        async with self._write_lock:
+            return await self._write(lambda db: _in_transaction(db, lambda: db.execute(sql, params).rowcount))
+
+    async def patch(self, graph: str, patches: list[NodePatch]) -> tuple[int, list[str]]:
+        """Apply each patch; answers how many nodes were updated and which ids were not found."""
+        async with self._write_lock:
+            return await self._write(lambda db: _in_transaction(db, lambda: _patch(db, graph, patches)))
+
+    async def delete_graph(self, graph: str) -> int:
+        def delete(db: sqlite3.Connection) -> int:
+            count = int(db.execute("DELETE FROM nodes WHERE graph = ?", (graph,)).rowcount)
+            db.execute("DELETE FROM edges WHERE graph = ?", (graph,))
+            return count
+
+        async with self._write_lock:
+            return await self._write(lambda db: _in_transaction(db, lambda: delete(db)))
+
+    # ---- reads --------------------------------------------------------------------------------------
+
+    async def graphs(self) -> list[str]:
+        rows = await self._read(lambda db: db.execute("SELECT DISTINCT graph FROM nodes ORDER BY graph").fetchall())
+        return [g for (g,) in rows]
+
+    async def exists(self, graph: str) -> bool:
+        row = await self._read(
+            lambda db: db.execute("SELECT 1 FROM nodes WHERE graph = ? LIMIT 1", (graph,)).fetchone()
+        )
+        return row is not None
+
+    async def search(self, graph: str, request: SearchRequest) -> AsyncIterator[list[str]]:
+        """Matching nodes (then edges, if asked) as JSON lines, in chunks, read in a reader thread."""
+        statements = [query.search(graph, request)]
+        if request.with_edges:
+            statements.append(query.search_edges(graph, request))
+        for statement in statements:
+            cursor = await self._read(lambda db, s=statement: db.execute(s.text, s.params))  # type: ignore[misc]
+            while rows := await self._read(lambda db, c=cursor: c.fetchmany(SEARCH_CHUNK)):  # type: ignore[misc]
+                yield [line for (line,) in rows]
+
+    async def aggregate(self, graph: str, request: AggregateRequest) -> list[AggregateRow]:
+        statement = query.aggregate(graph, request)
+        rows = await self._read(lambda db: db.execute(statement.text, statement.params).fetchall())
+        width = len(request.group_by)
+        return [
+            AggregateRow(
+                group=dict(zip(request.group_by, row[:width], strict=True)),
+                values={fn.name: value for fn, value in zip(request.functions, row[width:], strict=True)},
+            )
+            for row in rows
+        ]
+
+    # ---- threads ------------------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, fn, self._write_db)
+        except sqlite3.Error as e:
+            raise StoreError(f"graph store {self.path}: {e}") from e
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._readers, self._with_reader, fn)
+        except sqlite3.Error as e:
+            raise StoreError(f"graph store {self.path}: {e}") from e
+
+    def _with_reader(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = connect(self.path, self._durability)
+        return fn(db)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
+def _in_transaction(db: sqlite3.Connection, fn: Callable[[], T]) -> T:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn()
+        db.execute("COMMIT")
+        return result
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _patch(db: sqlite3.Connection, graph: str, patches: list[NodePatch]) -> tuple[int, list[str]]:
+    updated, missing = 0, []
+    for p in patches:
+        row = db.execute("SELECT event_log, reported FROM nodes WHERE graph = ? AND id = ?", (graph, p.id)).fetchone()
+        if row is None:
+            missing.append(p.id)
+            continue
+        sets: list[str] = []
+        params: list[Any] = []
+        if p.cleaned is not None:
+            sets.append("cleaned = ?")
+            params.append(int(p.cleaned))
+        if p.clean is not None:
+            sets.append("clean = ?")
+            params.append(int(p.clean))
+        if p.event_log:
+            sets.append("event_log = ?")
+            params.append(json.dumps([*json.loads(row[0] or "[]"), *p.event_log]))
+        if p.tags:
+            reported = json.loads(row[1])
+            tags = dict(reported.get("tags") or {})
+            for name, value in p.tags.items():
+                if value is None:
+                    tags.pop(name, None)
+                else:
+                    tags[name] = value
+            reported["tags"] = tags
+            sets.append("reported = ?")
+            params.append(json.dumps(reported, separators=(",", ":")))
+        if sets:
+            db.execute(f"UPDATE nodes SET {', '.join(sets)} WHERE graph = ? AND id = ?", [*params, graph, p.id])
+        updated += 1
+    return updated, missing
+
+
+async def _numbered_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[tuple[int, str]]]:
+    """Split a byte stream into (line number, text) batches; empty lines are counted but skipped."""
+    number, rest, batch = 0, b"", []
+    async for chunk in chunks:
+        parts = (rest + chunk).split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            number += 1
+            if part.strip():
+                batch.append((number, _text(part, number)))
+        if len(batch) >= LINE_BATCH:
+            yield batch
+            batch = []
+    if rest.strip():
+        batch.append((number + 1, _text(rest, number + 1)))
+    if batch:
+        yield batch
+
+
+def _text(line: bytes, number: int) -> str:
+    try:
+        return line.decode().strip()
+    except UnicodeDecodeError:
+        raise MergeError(number, "not valid UTF-8") from None

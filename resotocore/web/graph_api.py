@@ -1,0 +1,105 @@
+"""Graph routes: merge (NDJSON in), search (NDJSON out), aggregate, clean, patch, list, delete."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from resotocore.core import CORE
+from resotocore.db.graph_merge import MergeError
+from resotocore.db.graph_sqlite import SqliteGraphStore
+from resotocore.web.errors import ClientError, NotFound
+from resotolib.graph import AggregateRequest, CleanRequest, NodePatch, SearchRequest
+
+routes = web.RouteTableDef()
+GRAPH_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+READ_CHUNK = 1 << 16
+_aggregate_rows = TypeAdapter(list[dict[str, object]])
+
+
+def _graphs(request: web.Request) -> SqliteGraphStore:
+    return request.app[CORE].graph
+
+
+def _name(request: web.Request) -> str:
+    name = request.match_info["graph"]
+    if not GRAPH_NAME.match(name):
+        raise ClientError(f"invalid graph name {name!r}: use 1-64 letters, digits, _ and -")
+    return name
+
+
+async def _existing(request: web.Request) -> str:
+    name = _name(request)
+    if not await _graphs(request).exists(name):
+        raise NotFound(f"no graph {name!r}")
+    return name
+
+
+@routes.get("/graph")
+async def list_graphs(request: web.Request) -> web.Response:
+    return web.json_response(await _graphs(request).graphs())
+
+
+@routes.delete("/graph/{graph}")
+async def delete_graph(request: web.Request) -> web.Response:
+    name = await _existing(request)
+    deleted = await _graphs(request).delete_graph(name)
+    return web.json_response({"graph": name, "deleted_nodes": deleted})
+
+
+@routes.post("/graph/{graph}/merge")
+async def merge(request: web.Request) -> web.Response:
+    name = _name(request)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_chunked(READ_CHUNK):
+            yield chunk
+
+    try:
+        result = await _graphs(request).merge(name, chunks())
+    except MergeError as e:
+        raise ClientError(f"nothing merged: {e}") from None
+    return web.json_response(result.model_dump())
+
+
+@routes.post("/graph/{graph}/search")
+async def search(request: web.Request) -> web.StreamResponse:
+    name = await _existing(request)
+    search_request = SearchRequest.model_validate_json(await request.read() or b"{}")
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    async for lines in _graphs(request).search(name, search_request):
+        await response.write(("\n".join(lines) + "\n").encode())
+    await response.write_eof()
+    return response
+
+
+@routes.post("/graph/{graph}/aggregate")
+async def aggregate(request: web.Request) -> web.Response:
+    name = await _existing(request)
+    rows = await _graphs(request).aggregate(name, AggregateRequest.model_validate_json(await request.read()))
+    return web.json_response([row.model_dump() for row in rows])
+
+
+@routes.post("/graph/{graph}/clean")
+async def clean(request: web.Request) -> web.Response:
+    name = await _existing(request)
+    marked = await _graphs(request).clean(name, CleanRequest.model_validate_json(await request.read()))
+    return web.json_response({"marked": marked})
+
+
+@routes.patch("/graph/{graph}/nodes")
+async def patch_nodes(request: web.Request) -> web.Response:
+    name = await _existing(request)
+    patches = []
+    for number, line in enumerate((await request.read()).splitlines(), start=1):
+        if line.strip():
+            try:
+                patches.append(NodePatch.model_validate_json(line))
+            except ValidationError as e:
+                raise ClientError(f"nothing patched: line {number}: {e.errors()[0]['msg']}") from None
+    updated, missing = await _graphs(request).patch(name, patches)
+    return web.json_response({"updated": updated, "missing": missing})
