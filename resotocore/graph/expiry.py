@@ -40,7 +40,10 @@ def parse_duration(text: str) -> timedelta | None:
         unit = _UNITS.get(match.group(2).lower())
         if unit is None:
             return None
-        total += unit * float(match.group(1))
+        try:
+            total += unit * float(match.group(1))
+        except OverflowError:
+            return None
         if total > MAX_DURATION:
             return None
         pos = match.end()
