@@ -8,11 +8,13 @@ What is measured
 * **bare echo** -- an aiohttp server whose websocket handler echoes every text frame. One round:
   each of N clients sends one JSON frame shaped like an action and reads its echo. That is one frame
   each way per client and nothing else: the floor of any websocket bus built on aiohttp.
-* **core, one action** -- the real core app (``create_app``, SQLite in a temporary directory)
-  served by ``AppRunner``/``TCPSite``. A one-step workflow sends the action ``bench`` to N
-  subscribers, registered over HTTP like Resoto's client does and connected on
-  ``/subscriber/{id}/handle``. One round: trigger the workflow, the core emits the action to every
-  subscriber, each answers ``action_done``, the step completes and the run ends (``task_end``).
+* **core, one action round trip** -- the real core app (``create_app``, SQLite in a temporary
+  directory) served by ``AppRunner``/``TCPSite``. A workflow of STEPS steps sends the action
+  ``bench`` to N subscribers, registered over HTTP like Resoto's client does and connected on
+  ``/subscriber/{id}/handle``. One round trip: the core emits the action of step k, each subscriber
+  answers ``action_done``, the step completes (its state is committed) and the core emits the action
+  of step k+1. The subscribers note when each action arrives; the round trip is the time from the
+  last arrival of step 2 to the last arrival of step STEPS, divided by STEPS - 2, median over runs.
   Again one frame each way per subscriber, so core/bare is the price of the core itself: state
   machine, persisting every change, parsing and validating frames, the event bus.
 * **core, whole run** -- the default 12-step ``collect_and_cleanup`` workflow with 10 no-op
@@ -20,10 +22,10 @@ What is measured
 
 Why the comparison is fair
 --------------------------
-* A round starts with an in-process call of ``Engine.trigger`` and ends when an in-process bus
+* A run starts with an in-process call of ``Engine.trigger`` and ends when an in-process bus
   listener sees ``task_end``. Starting with ``POST /workflows/{id}/run`` or watching ``/events`` would
-  add an HTTP request or an extra websocket hop that the bare round does not have. The trigger itself
-  (the start transition and its commit) is core work, so it is counted.
+  add an HTTP request or an extra websocket hop that the bare round does not have. For the whole-run
+  figure the trigger itself (the start transition and its commit) is core work, so it is counted.
 * Clients do the same work on both sides: ``json.loads`` the frame they get, ``json.dumps`` the one
   they send. Both servers use the same websocket settings (heartbeat, largest frame), both client
   sides one ``aiohttp.ClientSession`` without a connection limit.
@@ -61,8 +63,10 @@ from resotocore.workflow.model import OnSurpass, Step, Workflow, default_workflo
 from resotolib.logs import setup_logging
 
 BENCH = "bench"
+STEPS = 22
 CLIENT_COUNTS = (1, 10, 100)
 ROUNDS = {1: 1000, 10: 500, 100: 100}
+STEP_RUNS = {1: 50, 10: 25, 100: 5}
 WARMUP = 20
 RUN_SUBSCRIBERS = 10
 RUNS = 100
@@ -171,9 +175,8 @@ async def bare_echo(clients: int, rounds: int) -> float:
 
 
 def bench_workflow() -> Workflow:
-    return Workflow(
-        id=BENCH, name="Bench", steps=(Step(name=BENCH, message_type=BENCH),), on_surpass=OnSurpass.parallel
-    )
+    steps = tuple(Step(name=f"{BENCH}-{i:02d}", message_type=BENCH) for i in range(STEPS))
+    return Workflow(id=BENCH, name="Bench", steps=steps, on_surpass=OnSurpass.parallel)
 
 
 def collect_and_cleanup() -> Workflow:
@@ -201,12 +204,14 @@ async def register(session: aiohttp.ClientSession, url: str, sid: str, message_t
     return f"{url}/subscriber/{sid}/handle"
 
 
-async def answer_actions(ws: Ws) -> None:
-    """A no-op subscriber: answer every action with action_done."""
+async def answer_actions(ws: Ws, arrivals: dict[str, float]) -> None:
+    """A no-op subscriber: note when each step's action arrives, answer it with action_done."""
     async for msg in ws:
         if msg.type is not WSMsgType.TEXT:
             return
+        arrived = time.perf_counter()
         action = json.loads(msg.data)
+        arrivals[action["data"]["step"]] = max(arrivals.get(action["data"]["step"], 0.0), arrived)
         data = {"task": action["data"]["task"], "step": action["data"]["step"]}
         await ws.send_str(json.dumps({"kind": "action_done", "message_type": action["message_type"], "data": data}))
 
@@ -214,13 +219,14 @@ async def answer_actions(ws: Ws) -> None:
 @asynccontextmanager
 async def subscribers(
     session: aiohttp.ClientSession, url: str, count: int, message_types: Sequence[str]
-) -> AsyncIterator[None]:
-    """`count` connected no-op subscribers, each subscribed to every message type."""
+) -> AsyncIterator[dict[str, float]]:
+    """`count` connected no-op subscribers, each subscribed to every message type; yields arrival times."""
     channels = [await register(session, url, f"bench-{i:03d}", message_types) for i in range(count)]
+    arrivals: dict[str, float] = {}
     async with websockets(session, channels) as sockets:
-        tasks = [asyncio.create_task(answer_actions(ws)) for ws in sockets]
+        tasks = [asyncio.create_task(answer_actions(ws, arrivals)) for ws in sockets]
         try:
-            yield
+            yield arrivals
         finally:
             for task in tasks:
                 task.cancel()
@@ -236,6 +242,25 @@ async def core_round(core: Core, workflow_id: str, ends: Listener) -> None:
     end = json.loads(frame)["data"]
     if end["task"] != result.task_id or not end["success"]:
         raise BenchError(f"unexpected end of run: {end}")
+
+
+async def core_round_trips(clients: int, runs: int) -> float:
+    """Median time from one step's action to the next step's action, over `runs` runs of STEPS steps."""
+    workflow = bench_workflow()
+    async with AsyncExitStack() as stack:
+        core, url = await stack.enter_async_context(running_core([workflow]))
+        session = await stack.enter_async_context(client_session())
+        arrivals = await stack.enter_async_context(subscribers(session, url, clients, [BENCH]))
+        ends = await stack.enter_async_context(core.bus.subscribe(BENCH, ["task_end"]))
+        per_step = []
+        for run in range(runs + 2):
+            arrivals.clear()
+            async with asyncio.timeout(ROUND_TIMEOUT):
+                await core_round(core, workflow.id, ends)
+            first, last = arrivals[workflow.steps[1].name], arrivals[workflow.steps[-1].name]
+            if run >= 2:  # the first runs warm up
+                per_step.append((last - first) / (STEPS - 2))
+        return statistics.median(per_step)
 
 
 async def core_runs(workflow: Workflow, clients: int, rounds: int, warmup: int) -> float:
@@ -288,14 +313,16 @@ async def main() -> None:
     rows: list[Row] = []
     for clients in CLIENT_COUNTS:
         bare[clients] = await bare_echo(clients, ROUNDS[clients])
-        core = await core_runs(bench_workflow(), clients, ROUNDS[clients], WARMUP)
+        core = await core_round_trips(clients, STEP_RUNS[clients])
         rows.append(Row(f"action round trip, {clients} subscriber(s)", bare[clients], core, TARGET_ACTION))
     whole = await core_runs(collect_and_cleanup(), RUN_SUBSCRIBERS, RUNS, RUN_WARMUP)
     bare_run = RUN_BARE_ROUNDS * bare[RUN_SUBSCRIBERS]
     rows.append(Row(f"12-step run, {RUN_SUBSCRIBERS} subscribers", bare_run, whole, TARGET_RUN))
     print_table(rows)
     rounds = ", ".join(f"{clients}: {ROUNDS[clients]}" for clients in CLIENT_COUNTS)
-    print(f"\nmedians of rounds per subscriber count ({rounds}) and of {RUNS} whole runs, after warm-up rounds")
+    runs = ", ".join(f"{clients}: {STEP_RUNS[clients]}" for clients in CLIENT_COUNTS)
+    print(f"\nbare: medians of rounds per client count ({rounds}); core: medians of per-step round trips")
+    print(f"over runs of {STEPS} steps ({runs}) and of {RUNS} whole 12-step runs, after warm-up rounds")
     print(f"bare = aiohttp websocket echo, same process and loop; 12-step bare = {RUN_BARE_ROUNDS} x 10-client round")
     print(f"targets: core/bare <= {TARGET_ACTION} per action, <= {TARGET_RUN} per 12-step run")
     print(f"took {time.perf_counter() - started:.1f} s")

@@ -2,12 +2,15 @@
 
 Writes are small (one run state, one subscriber) and run on the event loop thread: with WAL and
 ``synchronous=NORMAL`` a commit does not wait for the disk and still survives a killed process.
-``durability="full"`` syncs every commit so it also survives power loss.
+Checkpoints (which do wait for the disk) run in a thread of their own, so the loop never waits for
+an fsync. ``durability="full"`` syncs every commit so it also survives power loss.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -25,6 +28,9 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at TEXT NOT NULL,
     doc TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS run_steps (
+    run_id TEXT NOT NULL, idx INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (run_id, idx)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
 CREATE TABLE IF NOT EXISTS wait_queue (workflow_id TEXT PRIMARY KEY, trigger TEXT NOT NULL, queued_at TEXT NOT NULL);
@@ -32,6 +38,8 @@ CREATE TABLE IF NOT EXISTS trigger_times (key TEXT PRIMARY KEY, fired_at TEXT NO
 """
 
 Durability = Literal["normal", "full"]
+CHECKPOINT_EVERY = 500
+"""Commits between two background checkpoints of the write-ahead log."""
 
 
 class SqliteStore:
@@ -43,46 +51,47 @@ class SqliteStore:
         self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._background_checkpoints = durability == "normal"
+        if self._background_checkpoints:
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._commits = 0
+        self._headers: dict[str, str] = {}  # last stored header of each running run
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
+        self._checkpoint: Future[None] | None = None
 
     async def commit(self, changes: Changes) -> None:
-        db = self._db
+        headers = self._changed_headers(changes.runs)
         try:
-            db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                if changes.runs:
-                    db.executemany(
-                        "INSERT INTO runs (id, workflow_id, status, created_at, doc) VALUES (?, ?, ?, ?, ?) "
-                        "ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
-                        [
-                            (r.id, r.workflow_id, r.status, r.created_at.isoformat(), r.model_dump_json())
-                            for r in changes.runs
-                        ],
-                    )
-                if changes.subscribers:
-                    db.executemany(
-                        "INSERT OR REPLACE INTO subscribers (id, doc) VALUES (?, ?)",
-                        [(s.id, s.model_dump_json()) for s in changes.subscribers],
-                    )
-                if changes.deleted_subscribers:
-                    db.executemany("DELETE FROM subscribers WHERE id = ?", [(i,) for i in changes.deleted_subscribers])
-                if changes.queued:
-                    db.executemany(
-                        "INSERT OR REPLACE INTO wait_queue (workflow_id, trigger, queued_at) VALUES (?, ?, ?)",
-                        [(q.workflow_id, q.trigger, q.queued_at.isoformat()) for q in changes.queued],
-                    )
-                if changes.dequeued:
-                    db.executemany("DELETE FROM wait_queue WHERE workflow_id = ?", [(w,) for w in changes.dequeued])
-                if changes.trigger_times:
-                    db.executemany(
-                        "INSERT OR REPLACE INTO trigger_times (key, fired_at) VALUES (?, ?)",
-                        [(k, v.isoformat()) for k, v in changes.trigger_times.items()],
-                    )
-                db.execute("COMMIT")
+                _write(self._db, changes, headers)
+                self._db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
             raise StoreError(f"cannot write to {self.path}: {e}") from e
+        for run in changes.runs:
+            if run.status is RunStatus.running:
+                self._headers[run.id] = _header(run)
+            else:
+                self._headers.pop(run.id, None)
+        self._commits += 1
+        if self._background_checkpoints and self._commits % CHECKPOINT_EVERY == 0:
+            self._start_checkpoint()
+
+    def _changed_headers(self, runs: list[Run]) -> list[tuple[str, str, str, str, str]]:
+        """Rows of the runs whose header differs from the one stored last (most answers change only a step)."""
+        rows: list[tuple[str, str, str, str, str]] = []
+        for run in runs:
+            header = _header(run)
+            if self._headers.get(run.id) != header:
+                rows.append((run.id, run.workflow_id, run.status.value, run.created_at.isoformat(), header))
+        return rows
+
+    def _start_checkpoint(self) -> None:
+        if self._checkpoint is None or self._checkpoint.done():
+            self._checkpoint = self._checkpointer.submit(_checkpoint, self.path, "PASSIVE")
 
     async def subscribers(self) -> list[Subscriber]:
         rows = self._db.execute("SELECT doc FROM subscribers ORDER BY id").fetchall()
@@ -90,21 +99,25 @@ class SqliteStore:
 
     async def running(self) -> list[Run]:
         rows = self._db.execute(
-            "SELECT doc FROM runs WHERE status = ? ORDER BY created_at, rowid", (RunStatus.running.value,)
+            "SELECT id, doc FROM runs WHERE status = ? ORDER BY created_at, rowid", (RunStatus.running.value,)
         ).fetchall()
-        return [Run.model_validate_json(doc) for (doc,) in rows]
+        return [self._load(task_id, doc) for task_id, doc in rows]
 
     async def run(self, task_id: TaskId) -> Run | None:
         row = self._db.execute("SELECT doc FROM runs WHERE id = ?", (task_id,)).fetchone()
-        return Run.model_validate_json(row[0]) if row else None
+        return self._load(task_id, row[0]) if row else None
+
+    def _load(self, task_id: str, header: str) -> Run:
+        steps = self._db.execute("SELECT doc FROM run_steps WHERE run_id = ? ORDER BY idx", (task_id,)).fetchall()
+        return Run.model_validate_json(header[:-1] + ',"steps":[' + ",".join(doc for (doc,) in steps) + "]}")
 
     async def history(self, workflow_id: str, limit: int, offset: int) -> RunPage:
         rows = self._db.execute(
-            "SELECT doc FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            "SELECT id, doc FROM runs WHERE workflow_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
             (workflow_id, limit, offset),
         ).fetchall()
         (total,) = self._db.execute("SELECT count(*) FROM runs WHERE workflow_id = ?", (workflow_id,)).fetchone()
-        return RunPage([Run.model_validate_json(doc) for (doc,) in rows], total)
+        return RunPage([self._load(task_id, doc) for task_id, doc in rows], total)
 
     async def queue(self) -> list[QueuedRun]:
         rows = self._db.execute("SELECT workflow_id, trigger, queued_at FROM wait_queue ORDER BY queued_at").fetchall()
@@ -115,4 +128,51 @@ class SqliteStore:
         return {k: datetime.fromisoformat(v) for k, v in rows}
 
     async def close(self) -> None:
+        self._checkpointer.shutdown(wait=True)
+        await asyncio.to_thread(_checkpoint, self.path, "TRUNCATE")
         self._db.close()
+
+
+def _header(run: Run) -> str:
+    """The run without its steps (stored as rows of their own, written only when they change)."""
+    return run.model_dump_json(exclude={"steps"})
+
+
+def _checkpoint(path: Path, mode: Literal["PASSIVE", "TRUNCATE"]) -> None:
+    """Copy the write-ahead log into the database file (with fsync), on a connection of its own."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA wal_checkpoint({mode})")
+    finally:
+        db.close()
+
+
+def _write(db: sqlite3.Connection, changes: Changes, headers: list[tuple[str, str, str, str, str]]) -> None:
+    """Every statement of one commit; the caller holds the transaction."""
+    if headers:
+        db.executemany(
+            "INSERT INTO runs (id, workflow_id, status, created_at, doc) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
+            headers,
+        )
+    steps = [
+        (r.id, idx, r.steps[idx].model_dump_json())
+        for r in changes.runs
+        for idx in range(changes.steps_from.get(r.id, 0), len(r.steps))
+    ]
+    if steps:
+        db.executemany("INSERT OR REPLACE INTO run_steps (run_id, idx, doc) VALUES (?, ?, ?)", steps)
+    if changes.subscribers:
+        subscribers = [(s.id, s.model_dump_json()) for s in changes.subscribers]
+        db.executemany("INSERT OR REPLACE INTO subscribers (id, doc) VALUES (?, ?)", subscribers)
+    if changes.deleted_subscribers:
+        db.executemany("DELETE FROM subscribers WHERE id = ?", [(i,) for i in changes.deleted_subscribers])
+    if changes.queued:
+        queued = [(q.workflow_id, q.trigger, q.queued_at.isoformat()) for q in changes.queued]
+        db.executemany("INSERT OR REPLACE INTO wait_queue (workflow_id, trigger, queued_at) VALUES (?, ?, ?)", queued)
+    if changes.dequeued:
+        db.executemany("DELETE FROM wait_queue WHERE workflow_id = ?", [(w,) for w in changes.dequeued])
+    if changes.trigger_times:
+        fired = [(k, v.isoformat()) for k, v in changes.trigger_times.items()]
+        db.executemany("INSERT OR REPLACE INTO trigger_times (key, fired_at) VALUES (?, ?)", fired)

@@ -26,11 +26,19 @@ class Changes:
     """Everything one state change writes. A backend applies all of it in one transaction, or nothing."""
 
     runs: list[Run] = field(default_factory=list)
+    steps_from: dict[TaskId, int] = field(default_factory=dict)
+    """Per run, the first step that changed; steps before it are already stored (default: all)."""
     subscribers: list[Subscriber] = field(default_factory=list)
     deleted_subscribers: list[SubscriberId] = field(default_factory=list)
     queued: list[QueuedRun] = field(default_factory=list)
     dequeued: list[str] = field(default_factory=list)
     trigger_times: dict[str, datetime] = field(default_factory=dict)
+
+    def add_run(self, run: Run, first_changed_step: int = 0) -> None:
+        """Write `run`; steps before `first_changed_step` are unchanged since they were stored."""
+        self.runs = [r for r in self.runs if r.id != run.id] + [run]
+        previous = self.steps_from.get(run.id)
+        self.steps_from[run.id] = first_changed_step if previous is None else min(previous, first_changed_step)
 
 
 @dataclass(frozen=True)

@@ -124,17 +124,15 @@ async def _read(core: Core, ws: web.WebSocketResponse, listener: Listener, handl
 
 
 async def _from_subscriber(core: Core, sid: SubscriberId, msg: Message) -> None:
-    if isinstance(msg, ActionDone | ActionError | ActionInfo | ActionProgress) and msg.data.subscriber_id != sid:
-        msg = msg.model_copy(update={"data": msg.data.model_copy(update={"subscriber_id": sid})})
     match msg:
         case ActionDone() | ActionError():
-            _observe(core, msg)
+            _observe(core, sid, msg)
             await core.engine.answer(sid, msg)
         case ActionInfo():
-            _observe(core, msg)
+            _observe(core, sid, msg)
             await core.engine.info(sid, msg)
         case ActionProgress():
-            _observe(core, msg)
+            _observe(core, sid, msg)
             core.engine.progress_update(sid, msg)
         case _:
             await _common(core, msg)
@@ -167,5 +165,11 @@ async def _common(core: Core, msg: Message) -> None:
             raise ProtocolError(f"unexpected message kind {msg.kind}")
 
 
-def _observe(core: Core, msg: ActionDone | ActionError | ActionInfo | ActionProgress) -> None:
-    core.bus.emit(msg.message_type, lambda: serialize(msg))
+def _observe(core: Core, sid: SubscriberId, msg: ActionDone | ActionError | ActionInfo | ActionProgress) -> None:
+    """Show an answer to observers, with the subscriber id filled in from the connection."""
+
+    def frame() -> str:
+        data = msg.data.model_copy(update={"subscriber_id": sid})
+        return serialize(msg.model_copy(update={"data": data}))
+
+    core.bus.emit(msg.message_type, frame)

@@ -85,6 +85,8 @@ class Engine:
         self._progress: dict[TaskId, dict[SubscriberId, ActionProgressData]] = {}
         self._pending = _Pending()
         self._lock = asyncio.Lock()
+        self._dirty = Changes()
+        self._flush_scheduled = False
         self._event_types = {t.message_type for w in self.workflows.values() for t in w.event_triggers}
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -97,7 +99,9 @@ class Engine:
             if run.workflow_id not in self.workflows:
                 error = "workflow is no longer defined"
                 ended = run.model_copy(update={"status": m.RunStatus.cancelled, "ended_at": now, "error": error})
-                await self._store.commit(Changes(runs=[ended]))
+                changes = Changes()
+                changes.add_run(ended, len(ended.steps))
+                await self._store.commit(changes)
                 continue
             self._runs[run.id] = run
             log.info("run_resumed", task=run.id, workflow=run.workflow_id, step=run.current and run.current.name)
@@ -111,6 +115,7 @@ class Engine:
                 await self._start_queued(workflow_id)
 
     async def stop(self) -> None:
+        await self._flush()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -162,16 +167,16 @@ class Engine:
             if decision.enqueue:
                 queued = QueuedRun(workflow_id, trigger, self._clock.now())
                 changes.queued.append(queued)
-                await self._store.commit(changes)
+                await self._commit(changes)
                 self._queued[workflow_id] = queued
                 log.info("run_queued", workflow=workflow_id, trigger=trigger, reason=decision.reason)
                 return StartResult("queued", decision.reason, workflow_id=workflow_id)
             if not decision.start:
-                await self._store.commit(changes)
+                await self._commit(changes)
                 log.info("run_skipped", workflow=workflow_id, trigger=trigger, reason=decision.reason)
                 return StartResult("skipped", decision.reason, workflow_id=workflow_id)
             replaced = m.Cancel(f"replaced by a new run ({trigger})")
-            cancelled = [self._transition(self._runs[t], replaced) for t in decision.cancel]
+            cancelled = [(self._runs[t], self._transition(self._runs[t], replaced)) for t in decision.cancel]
             task_id = await self._start(workflow, trigger, changes, cancelled)
             return StartResult("started", decision.reason, task_id, workflow_id)
 
@@ -219,9 +224,48 @@ class Engine:
 
     async def _apply_to(self, run: m.Run, event: m.Input) -> None:
         transition = self._transition(run, event)
-        if transition.changed:
-            await self._store.commit(Changes(runs=[transition.run]))
-            self._execute([transition])
+        if not transition.changed:
+            return
+        first_changed = _first_changed(run, transition.run)
+        if not transition.commands:
+            # Nothing leaves the core (e.g. one answer of many): committed with the next flush.
+            self._mark_dirty(transition.run, first_changed)
+            return
+        changes = Changes()
+        changes.add_run(transition.run, first_changed)
+        await self._commit(changes)
+        self._execute([transition])
+
+    async def _commit(self, changes: Changes) -> None:
+        """Commit `changes` together with every change waiting for a flush: all or nothing."""
+        dirty, self._dirty = self._dirty, Changes()
+        for run in dirty.runs:
+            first = dirty.steps_from[run.id]
+            if any(r.id == run.id for r in changes.runs):
+                changes.steps_from[run.id] = min(changes.steps_from.get(run.id, 0), first)
+            else:
+                changes.add_run(run, first)
+        try:
+            await self._store.commit(changes)
+        except BaseException:
+            for run in dirty.runs:
+                if all(r.id != run.id for r in self._dirty.runs):
+                    self._dirty.add_run(run, dirty.steps_from[run.id])
+            raise
+
+    def _mark_dirty(self, run: m.Run, first_changed: int) -> None:
+        self._runs[run.id] = run
+        self._dirty.add_run(run, first_changed)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(lambda: self.spawn(self._flush()))
+
+    async def _flush(self) -> None:
+        """Commit the changes of this loop iteration that have no effects of their own."""
+        self._flush_scheduled = False
+        async with self._lock:
+            if self._dirty.runs:
+                await self._commit(Changes())
 
     def _transition(self, run: m.Run, event: m.Input) -> m.Transition:
         workflow = self.workflows[run.workflow_id]
@@ -230,14 +274,18 @@ class Engine:
             log.debug("input_ignored", task=run.id, input=type(event).__name__, reason=transition.ignored)
         return transition
 
-    async def _start(self, workflow: Workflow, trigger: str, changes: Changes, earlier: list[m.Transition]) -> TaskId:
+    async def _start(
+        self, workflow: Workflow, trigger: str, changes: Changes, cancelled: list[tuple[m.Run, m.Transition]]
+    ) -> TaskId:
         now = self._clock.now()
         run, commands = m.new_run(TaskId(self._new_id()), workflow, trigger, now)
         started = m.advance(run, workflow, m.Start(), now, self._registry.lookup)
         first = m.Transition(started.run, [*commands, *started.commands])
-        transitions = [*earlier, first]
-        changes.runs.extend(t.run for t in transitions)
-        await self._store.commit(changes)
+        transitions = [t for _, t in cancelled] + [first]
+        for before, t in cancelled:
+            changes.add_run(t.run, _first_changed(before, t.run))
+        changes.add_run(first.run, 0)
+        await self._commit(changes)
         self._metrics.runs_started.labels(workflow.id).inc()
         log.info("run_started", task=run.id, workflow=workflow.id, trigger=trigger)
         self._execute(transitions)
@@ -277,8 +325,7 @@ class Engine:
 
     def emit_event(self, message_type: str, data: dict[str, Any], trigger: bool = True) -> None:
         """Put an event on the bus; with `trigger`, start the workflows it triggers in the background."""
-        event = Event(message_type=message_type, data=data)
-        self._bus.emit(message_type, lambda: serialize(event))
+        self._bus.emit(message_type, lambda: serialize(Event(message_type=message_type, data=data)))
         if trigger and message_type in self._event_types:
             self.spawn(self.on_event(message_type, data))
 
@@ -323,3 +370,11 @@ class Engine:
         self._pending.tasks.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("background_task_failed", error=repr(error), exc_info=error)
+
+
+def _first_changed(before: m.Run, after: m.Run) -> int:
+    """Index of the first step that differs (the machine keeps unchanged steps as the same objects)."""
+    for index, (old, new) in enumerate(zip(before.steps, after.steps, strict=False)):
+        if old is not new:
+            return index
+    return min(len(before.steps), len(after.steps))

@@ -82,3 +82,23 @@ async def test_sqlite_write_errors_become_store_errors(tmp_path: Path) -> None:
         await backend.commit(Changes(runs=[run("b")]))
     assert [r.id for r in await backend.running()] == ["a"]
     await backend.close()
+
+
+async def test_only_changed_steps_are_written_and_all_are_read_back(store: Store) -> None:
+    from resotocore.workflow.machine import StepRun
+
+    def step(name: str) -> StepRun:
+        return StepRun(name=name, message_type=name, started_at=T0, deadline=T0)
+
+    first = run("a").model_copy(update={"steps": (step("s0"), step("s1"))})
+    changes = Changes()
+    changes.add_run(first)
+    await store.commit(changes)
+    # a later state whose step 0 is declared unchanged: what is stored for it stays
+    later = first.model_copy(update={"steps": (step("ignored"), step("s1b"), step("s2"))})
+    changes = Changes()
+    changes.add_run(later, 1)
+    await store.commit(changes)
+    loaded = await store.run(TaskId("a"))
+    assert loaded is not None
+    assert [s.name for s in loaded.steps] == ["s0", "s1b", "s2"]
