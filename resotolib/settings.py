@@ -1,11 +1,13 @@
 """Command-line flags and environment variables derived from one pydantic settings model.
 
 Each field becomes ``--field-name`` with the environment variable ``PREFIX_FIELD_NAME`` and the field's
-description as help text, so flags, env vars and documentation can never drift apart.
+description as help text, so flags, env vars and documentation can never drift apart. A list field is a
+repeatable flag; its environment variable holds the items separated by commas or whitespace.
 """
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -41,6 +43,7 @@ def model_options(model: type[BaseModel], env_prefix: str) -> Callable[[F], F]:
                 kwargs["type"] = click.Choice([str(a) for a in get_args(annotation)])
             elif get_origin(annotation) in (list, tuple):
                 kwargs["multiple"] = True
+                kwargs["type"] = _EnvList()
             elif annotation in (int, float):
                 kwargs["type"] = annotation
             elif annotation is Path:
@@ -63,6 +66,14 @@ def build(model: type[M], values: Mapping[str, Any]) -> M:
             flag = "--" + field.replace("_", "-") if field else "configuration"
             problems.append(f"{flag}: {err['msg'].removeprefix('Value error, ')}")
         raise click.UsageError("; ".join(problems)) from None
+
+
+class _EnvList(click.types.StringParamType):
+    """One item of a repeatable flag; its environment variable holds items separated by commas or whitespace.
+    Items stay strings: the settings model converts them."""
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [part for part in re.split(r"[,\s]+", rv) if part]
 
 
 def _unoptional(annotation: Any) -> Any:

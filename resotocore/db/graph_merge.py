@@ -26,6 +26,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_nodes (
     is_replace INTEGER, protected INTEGER, reported TEXT, metadata TEXT
 ) WITHOUT ROWID;
 CREATE TEMP TABLE IF NOT EXISTS stage_edges (from_id TEXT, to_id TEXT, edge_type TEXT, n INTEGER);
+CREATE INDEX IF NOT EXISTS temp.stage_edges_from ON stage_edges (from_id, edge_type);
+CREATE INDEX IF NOT EXISTS temp.stage_edges_to ON stage_edges (to_id, edge_type);
 CREATE TEMP TABLE IF NOT EXISTS stage_walk (
     id TEXT PRIMARY KEY, cloud TEXT, account TEXT, region TEXT, replace_root TEXT
 ) WITHOUT ROWID;
@@ -57,22 +59,24 @@ FROM stage_raw WHERE problem IS NOT NULL ORDER BY n LIMIT 1
 
 SPLIT_NODES = """
 INSERT INTO stage_nodes (id, n, kind, rid, name, ctime, expires, is_replace, protected, reported, metadata)
-SELECT json_extract(line, '$.id'), n,
-    json_extract(line, '$.reported.kind'),
-    CAST(json_extract(line, '$.reported.id') AS TEXT),
-    CAST(json_extract(line, '$.reported.name') AS TEXT),
-    CAST(json_extract(line, '$.reported.ctime') AS TEXT),
-    CASE WHEN json_type(line, '$.reported.tags') = 'object' THEN resoto_expires(
-        json_extract(line, '$.reported.tags."resoto:expires"'),
-        json_extract(line, '$.reported.tags."resoto:expiration"'),
-        json_extract(line, '$.reported.tags.expiration'),
-        json_extract(line, '$.reported.ctime')) END,
-    coalesce(json_extract(line, '$.metadata.replace') IS 1, 0),
-    coalesce(json_extract(line, '$.metadata.protected') IS 1, 0),
-    json_extract(line, '$.reported'),
-    json_remove(coalesce(json_extract(line, '$.metadata'), '{}'),
-        '$.replace', '$.expires', '$.protected', '$.cleaned', '$.clean_reason', '$.event_log', '$.ancestors')
-FROM stage_raw WHERE json_type(line, '$.reported') = 'object' ORDER BY n
+WITH parts AS MATERIALIZED (
+    SELECT n, json_extract(line, '$.id') AS id, json_extract(line, '$.reported') AS r,
+        coalesce(json_extract(line, '$.metadata'), '{}') AS m
+    FROM stage_raw WHERE json_type(line, '$.reported') = 'object'
+)
+SELECT id, n, json_extract(r, '$.kind'), CAST(json_extract(r, '$.id') AS TEXT),
+    CAST(json_extract(r, '$.name') AS TEXT), CAST(json_extract(r, '$.ctime') AS TEXT),
+    CASE WHEN instr(r, 'xpir') THEN resoto_expires(
+        json_extract(r, '$.tags."resoto:expires"'),
+        json_extract(r, '$.tags."resoto:expiration"'),
+        json_extract(r, '$.tags.expiration'),
+        json_extract(r, '$.ctime')) END,
+    CASE WHEN instr(m, 'replace') THEN coalesce(json_extract(m, '$.replace') IS 1, 0) ELSE 0 END,
+    CASE WHEN instr(m, 'protected') THEN coalesce(json_extract(m, '$.protected') IS 1, 0) ELSE 0 END,
+    r,
+    CASE WHEN m = '{}' THEN m ELSE json_remove(m,
+        '$.replace', '$.expires', '$.protected', '$.cleaned', '$.clean_reason', '$.event_log', '$.ancestors') END
+FROM parts ORDER BY n
 """
 
 DUPLICATE = """
@@ -100,23 +104,26 @@ ORDER BY e.n LIMIT 1
 
 WALK = """
 INSERT INTO stage_walk (id, cloud, account, region, replace_root)
-WITH RECURSIVE walk(id, cloud, account, region, replace_root) AS (
+WITH RECURSIVE walk(id, cloud, account, region, replace_root, depth) AS (
     SELECT s.id,
         CASE WHEN s.kind = 'cloud' THEN s.rid ELSE n.cloud END,
         CASE WHEN s.kind = 'account' THEN s.rid ELSE n.account END,
         CASE WHEN s.kind = 'region' THEN s.rid ELSE n.region END,
-        CASE WHEN s.is_replace THEN s.id ELSE n.replace_root END
+        CASE WHEN s.is_replace THEN s.id ELSE n.replace_root END,
+        0
     FROM stage_nodes s LEFT JOIN nodes n ON n.graph = ?1 AND n.id = s.id
     WHERE NOT EXISTS (SELECT 1 FROM stage_edges e WHERE e.to_id = s.id AND e.edge_type = 'default')
-    UNION
+    UNION ALL
     SELECT c.id,
         CASE WHEN c.kind = 'cloud' THEN c.rid ELSE w.cloud END,
         CASE WHEN c.kind = 'account' THEN c.rid ELSE w.account END,
         CASE WHEN c.kind = 'region' THEN c.rid ELSE w.region END,
-        CASE WHEN c.is_replace THEN c.id ELSE w.replace_root END
+        CASE WHEN c.is_replace THEN c.id ELSE w.replace_root END,
+        w.depth + 1
     FROM walk w
     JOIN stage_edges e ON e.from_id = w.id AND e.edge_type = 'default'
     JOIN stage_nodes c ON c.id = e.to_id
+    WHERE w.depth < 64
 )
 SELECT id, max(cloud), max(account), max(region), max(replace_root) FROM walk GROUP BY id
 """

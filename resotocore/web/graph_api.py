@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from resotocore.core import CORE
 from resotocore.db.graph_merge import MergeError
 from resotocore.db.graph_sqlite import SqliteGraphStore
+from resotocore.db.store import StoreError
 from resotocore.web.errors import ClientError, NotFound
 from resotolib.graph import AggregateRequest, CleanRequest, NodePatch, SearchRequest
 
+log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 GRAPH_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 READ_CHUNK = 1 << 16
@@ -71,8 +75,12 @@ async def search(request: web.Request) -> web.StreamResponse:
     search_request = SearchRequest.model_validate_json(await request.read() or b"{}")
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    async for lines in _graphs(request).search(name, search_request):
-        await response.write(("\n".join(lines) + "\n").encode())
+    try:
+        async for lines in _graphs(request).search(name, search_request):
+            await response.write(("\n".join(lines) + "\n").encode())
+    except StoreError as e:  # the answer has started: the last line says what went wrong
+        log.error("search_failed", graph=name, error=str(e))
+        await response.write((json.dumps({"error": str(e)}) + "\n").encode())
     await response.write_eof()
     return response
 

@@ -1,0 +1,1 @@
+"""The collectors that ship with the worker: example (a simulated cloud) and aws."""

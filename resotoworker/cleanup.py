@@ -1,0 +1,169 @@
+"""The ``cleanup_plan`` and ``cleanup`` actions.
+
+cleanup_plan marks the expired, unprotected resources of this worker's clouds (the core's clean
+endpoint). cleanup fetches what is marked and not yet cleaned, deletes it wave by wave in delete-edge
+order (see ordering) with the collector of each resource's cloud, and writes the outcome back to the
+graph after every wave: ``cleaned`` plus an event log entry for each deleted resource, an event log
+entry with the reason for each failed or skipped one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from pydantic import JsonValue
+
+from resotolib.graph import CleanRequest, Filter, Node, NodePatch, SearchRequest
+from resotoworker.collector import Collector
+from resotoworker.handler import ActionFailed, GraphApi, Reporter, describe_error
+from resotoworker.ordering import DeletePlan, delete_waves
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+LISTED_FAILURES = 10
+
+
+async def cleanup_plan(clouds: Sequence[str], client: GraphApi, graph: str, reporter: Reporter, now: datetime) -> int:
+    """Mark the expired resources of `clouds` for cleanup; returns how many were marked."""
+    selector = Filter(cloud=list(clouds), expired_before=now, protected=False, cleaned=False)
+    marked = await client.clean(graph, CleanRequest(filter=selector, reason="expired"))
+    log.info("expired_marked", clouds=list(clouds), marked=marked, expired_before=now.isoformat())
+    await reporter.info(f"marked {marked} expired resources of {', '.join(clouds)} for cleanup")
+    return marked
+
+
+@dataclass
+class CleanupResult:
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Node id to why it was not deleted (the delete failed, or it was skipped)."""
+    errors: list[str] = field(default_factory=list)
+    """Everything that went wrong, one line each, for the answer."""
+
+
+async def cleanup(
+    collectors: Mapping[str, Collector],
+    client: GraphApi,
+    graph: str,
+    reporter: Reporter,
+    *,
+    parallel: int,
+    dry_run: bool,
+    clock: Clock,
+    actor: str,
+) -> CleanupResult:
+    """Delete every resource of `collectors`' clouds marked for cleanup; raise ActionFailed if any is left."""
+    nodes, plan = await fetch_plan(client, graph, list(collectors))
+    log.info("cleanup_planned", resources=len(nodes), waves=len(plan.waves), cyclic=len(plan.cyclic), dry_run=dry_run)
+    if dry_run:
+        for number, wave in enumerate(plan.waves, 1):
+            for nid in wave:
+                log.info("cleanup_would_delete", wave=number, resource=describe(nodes[nid]), node_id=nid)
+        await reporter.info(f"dry run: would delete {sum(map(len, plan.waves))} resources; nothing deleted")
+        return CleanupResult()
+    cleaner = _Cleaner(collectors, client, graph, reporter, nodes, plan, parallel, clock, actor)
+    result = await cleaner.run()
+    log.info("cleanup_finished", deleted=len(result.deleted), failed=len(result.failed))
+    await reporter.info(f"deleted {len(result.deleted)} of {len(plan)} resources marked for cleanup")
+    if result.errors:
+        listed = "; ".join(result.errors[:LISTED_FAILURES])
+        if len(result.errors) > LISTED_FAILURES:
+            listed += f"; and {len(result.errors) - LISTED_FAILURES} more"
+        raise ActionFailed(f"cleanup: {len(result.failed)} of {len(plan)} resources not deleted: {listed}")
+    return result
+
+
+@dataclass
+class _Cleaner:
+    collectors: Mapping[str, Collector]
+    client: GraphApi
+    graph: str
+    reporter: Reporter
+    nodes: dict[str, Node]
+    plan: DeletePlan
+    parallel: int
+    clock: Clock
+    actor: str
+    result: CleanupResult = field(default_factory=CleanupResult)
+
+    async def run(self) -> CleanupResult:
+        limit = asyncio.Semaphore(self.parallel)
+        for wave in self.plan.waves:
+            outcomes = await asyncio.gather(*(self._delete(nid, limit) for nid in wave))
+            await self._write_back(dict(zip(wave, outcomes, strict=True)))
+        if self.plan.cyclic:
+            await self._write_back({nid: "part of a cycle of delete dependencies" for nid in self.plan.cyclic})
+        return self.result
+
+    async def _delete(self, nid: str, limit: asyncio.Semaphore) -> str | None:
+        """None when deleted, else why not."""
+        node = self.nodes[nid]
+        blocker = self.plan.blocker(nid, self.result.failed)
+        if blocker is not None:
+            log.warning("cleanup_skipped", resource=describe(node), blocked_by=describe(self.nodes[blocker]))
+            return f"skipped: {describe(self.nodes[blocker])} must be deleted first and was not"
+        collector = self.collectors.get(ancestor(node, "cloud") or "")
+        if collector is None:
+            return f"no collector for cloud {ancestor(node, 'cloud')!r}"
+        async with limit:
+            try:
+                await collector.delete(node)
+            except Exception as e:
+                log.warning("cleanup_delete_failed", resource=describe(node), error=describe_error(e))
+                return describe_error(e)
+        log.info("resource_deleted", resource=describe(node), node_id=nid)
+        return None
+
+    async def _write_back(self, outcomes: dict[str, str | None]) -> None:
+        at = self.clock().isoformat()
+        patches = []
+        for nid, error in outcomes.items():
+            if error is None:
+                self.result.deleted.append(nid)
+                entry = _entry(at, "cleaned", f"deleted by {self.actor}")
+                patches.append(NodePatch(id=nid, cleaned=True, event_log=[entry]))
+            else:
+                self.result.failed[nid] = error
+                self.result.errors.append(f"{describe(self.nodes[nid])}: {error}")
+                patches.append(NodePatch(id=nid, event_log=[_entry(at, "cleanup_failed", error)]))
+        try:
+            await self.client.patch_nodes(self.graph, patches)
+        except Exception as e:
+            log.error("cleanup_write_back_failed", resources=len(patches), error=describe_error(e))
+            self.result.errors.append(f"writing back {len(patches)} resources failed: {describe_error(e)}")
+        done = len(self.result.deleted) + len(self.result.failed)
+        await self.reporter.progress("cleanup", done, len(self.plan), [self.graph])
+
+
+async def fetch_plan(client: GraphApi, graph: str, clouds: list[str]) -> tuple[dict[str, Node], DeletePlan]:
+    """The resources marked for cleanup (not cleaned, not protected) and the order to delete them in."""
+    selector = Filter(cloud=clouds, clean=True, cleaned=False, protected=False)
+    nodes: dict[str, Node] = {}
+    edges: list[tuple[str, str]] = []
+    async for item in client.search(graph, SearchRequest(filter=selector, with_edges="delete")):
+        if isinstance(item, Node):
+            nodes[item.id] = item
+        elif item.edge_type == "delete":
+            edges.append((item.from_id, item.to_id))
+    return nodes, delete_waves(nodes, edges)
+
+
+def ancestor(node: Node, kind: str) -> str | None:
+    ancestors = node.metadata.get("ancestors")
+    value = ancestors.get(kind) if isinstance(ancestors, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def describe(node: Node) -> str:
+    """``cloud/account/region kind id``, how logs and answers name a resource."""
+    where = "/".join(a for a in (ancestor(node, k) for k in ("cloud", "account", "region")) if a)
+    return f"{where} {node.kind} {node.reported.get('id', node.id)}".strip()
+
+
+def _entry(at: str, kind: str, message: str) -> dict[str, JsonValue]:
+    return {"at": at, "kind": kind, "message": message}

@@ -1,0 +1,1 @@
+"""Tests of the worker: config, handlers, the example cloud, and core + worker as real processes."""

@@ -1,0 +1,192 @@
+"""Test doubles for the worker's handlers (a graph API in memory, a recording reporter, a collector)
+and a real worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from resotolib.graph import CleanRequest, Edge, MergeResult, Node, NodePatch, SearchRequest
+from resotoworker.collector import Collector, CollectorContext, GraphBatch, Progress
+from resotoworker.handler import Level
+
+
+class RecordingReporter:
+    def __init__(self) -> None:
+        self.progress_calls: list[tuple[str, int, int, tuple[str, ...]]] = []
+        self.infos: list[tuple[str, str]] = []
+
+    async def progress(self, name: str, current: int, total: int, context: Sequence[str] = ()) -> None:
+        self.progress_calls.append((name, current, total, tuple(context)))
+
+    async def info(self, message: str, level: Level = "info") -> None:
+        self.infos.append((level, message))
+
+
+class FakeGraph:
+    """GraphApi in memory: records merges, cleans and patches; search answers with the given items."""
+
+    def __init__(self, items: Sequence[Node | Edge] = (), marked: int = 0) -> None:
+        self.items = list(items)
+        self.marked = marked
+        self.merges: dict[str, list[dict[str, Any]]] = {}
+        self.cleans: list[CleanRequest] = []
+        self.searches: list[SearchRequest] = []
+        self.patches: list[list[NodePatch]] = []
+        self.fail_merge: set[str] = set()
+        self.fail_patch = False
+
+    async def merge(self, graph: str, lines: Iterable[str]) -> MergeResult:
+        parsed = [json.loads(line) for line in lines]
+        account = next(p["reported"]["id"] for p in parsed if p.get("metadata", {}).get("replace"))
+        if account in self.fail_merge:
+            raise RuntimeError(f"merge of {account} refused")
+        self.merges[account] = parsed
+        return MergeResult(created=sum(1 for p in parsed if "id" in p))
+
+    async def search(self, graph: str, request: SearchRequest) -> AsyncIterator[Node | Edge]:
+        self.searches.append(request)
+        for item in self.items:
+            await asyncio.sleep(0)
+            yield item
+
+    async def clean(self, graph: str, request: CleanRequest) -> int:
+        self.cleans.append(request)
+        return self.marked
+
+    async def patch_nodes(self, graph: str, patches: Iterable[NodePatch]) -> dict[str, Any]:
+        if self.fail_patch:
+            raise RuntimeError("core refused the patch")
+        batch = list(patches)
+        self.patches.append(batch)
+        return {"updated": len(batch), "missing": []}
+
+
+class FakeCollector(Collector):
+    """Accounts of one region with `per_account` resources; some accounts fail or hang, some deletes fail."""
+
+    cloud = "fake"
+
+    def __init__(
+        self,
+        accounts: Sequence[str] = ("a1", "a2", "a3"),
+        *,
+        per_account: int = 2,
+        failing: Iterable[str] = (),
+        hanging: Iterable[str] = (),
+        failing_deletes: Iterable[str] = (),
+    ) -> None:
+        super().__init__(CollectorContext(Path(".")))
+        self.account_ids = list(accounts)
+        self.per_account = per_account
+        self.failing = set(failing)
+        self.hanging = set(hanging)
+        self.failing_deletes = set(failing_deletes)
+        self.deleted: list[str] = []
+        self.active = 0
+        self.max_active = 0
+
+    async def accounts(self) -> Sequence[str]:
+        return self.account_ids
+
+    async def collect_account(self, account: str, progress: Progress) -> GraphBatch:
+        if account in self.hanging:
+            await asyncio.Event().wait()
+        if account in self.failing:
+            raise PermissionError("access denied")
+        batch = GraphBatch(self.cloud, account)
+        for n in range(self.per_account):
+            batch.resource("fake_thing", "r1", f"{account}-{n}")
+            await progress(account, n + 1, self.per_account)
+        return batch
+
+    async def delete(self, node: Node) -> None:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(0.001)
+            if node.reported["id"] in self.failing_deletes:
+                raise RuntimeError("resource is locked")
+            self.deleted.append(str(node.reported["id"]))
+        finally:
+            self.active -= 1
+
+
+def resource(provider_id: str, cloud: str = "fake", kind: str = "fake_thing") -> Node:
+    """A node as the core's search returns it: with its ancestors."""
+    ancestors: dict[str, Any] = {"cloud": cloud, "account": "a1", "region": "r1"}
+    return Node(
+        id=f"n-{provider_id}",
+        reported={"kind": kind, "id": provider_id, "name": provider_id},
+        metadata={"ancestors": ancestors},
+        desired={"clean": True},
+    )
+
+
+def delete_edge(from_id: str, to_id: str) -> Edge:
+    return Edge(from_id=f"n-{from_id}", to_id=f"n-{to_id}", edge_type="delete")
+
+
+class WorkerProcess:
+    """A real `resotoworker` process; its JSON log lines are collected as they come."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log: list[dict[str, Any]] = []
+        self._logged = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> WorkerProcess:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "resotoworker", "--log-format", "json", *self.args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            try:
+                entry: dict[str, Any] = json.loads(line)
+            except json.JSONDecodeError:
+                entry = {"event": "raw", "line": line.decode(errors="replace").rstrip()}
+            async with self._logged:
+                self.log.append(entry)
+                self._logged.notify_all()
+        async with self._logged:
+            self._logged.notify_all()
+
+    async def wait_for(self, event: str, within: float = 10, after: int = 0) -> dict[str, Any]:
+        """The first log entry named `event` at index `after` or later; fails with the log on timeout or exit."""
+
+        def found() -> dict[str, Any] | None:
+            return next((e for e in self.log[after:] if e.get("event") == event), None)
+
+        try:
+            async with asyncio.timeout(within), self._logged:
+                await self._logged.wait_for(lambda: found() is not None or self._reader is None or self._reader.done())
+        except TimeoutError:
+            raise AssertionError(f"worker did not log {event} within {within}s:\n{self.tail()}") from None
+        entry = found()
+        if entry is None:
+            raise AssertionError(f"worker exited before logging {event}:\n{self.tail()}")
+        return entry
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, within: float = 10) -> int:
+        assert self.proc is not None and self._reader is not None
+        code = await asyncio.wait_for(self.proc.wait(), within)
+        await asyncio.wait_for(self._reader, within)
+        return code
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(json.dumps(e) for e in self.log[-lines:])
