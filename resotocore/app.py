@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 from collections.abc import Sequence
 
 import structlog
@@ -13,18 +14,21 @@ from resotocore.clock import Clock
 from resotocore.config import CoreConfig
 from resotocore.core import CORE, core_context
 from resotocore.web import api, graph_api, websockets
+from resotocore.web.auth import VERIFIER, auth_middleware
 from resotocore.web.errors import error_middleware
 from resotocore.workflow.model import Workflow
+from resotolib.auth import Verifier
 
 log = structlog.get_logger(__name__)
-
-MAX_BODY = 64 * 1024 * 1024
 
 
 def create_app(
     config: CoreConfig, clock: Clock | None = None, workflows: Sequence[Workflow] | None = None
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    verifier = Verifier(config.psk) if config.psk else None
+    middlewares = [error_middleware] + ([auth_middleware(verifier)] if verifier else [])
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_body_size)
+    app[VERIFIER] = verifier
     app.add_routes(api.routes)
     app.add_routes(websockets.routes)
     app.add_routes(graph_api.routes)
@@ -47,10 +51,12 @@ async def serve(config: CoreConfig, stop: asyncio.Event | None = None) -> None:
     runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=config.shutdown_timeout)
+        tls = _tls_context(config)
+        site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=config.shutdown_timeout, ssl_context=tls)
         await site.start()
+        scheme = "https" if tls else "http"
         for address in runner.addresses:
-            log.info("listening", url=f"http://{address[0]}:{address[1]}")
+            log.info("listening", url=f"{scheme}://{address[0]}:{address[1]}", auth="psk" if config.psk else "none")
         await stop.wait()
         log.info("shutting_down")
     finally:
@@ -58,3 +64,11 @@ async def serve(config: CoreConfig, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         log.info("stopped")
+
+
+def _tls_context(config: CoreConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from resotocore.scheduler.cron import validate_cron, validate_timezone
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def default_data_dir() -> Path:
@@ -39,9 +41,34 @@ class CoreConfig(BaseModel):
         30.0, gt=0, description="Seconds between websocket pings; a peer silent for long is dropped."
     )
     shutdown_timeout: float = Field(5.0, ge=0, description="Seconds to finish requests on shutdown.")
+    psk: str | None = Field(
+        None, description="Pre-shared key: every request must carry a JWT signed with it (see the README)."
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate to serve HTTPS and WSS (with --tls-key).")
+    tls_key: Path | None = Field(None, description="PEM private key of --tls-cert.")
+    allow_insecure: bool = Field(
+        False, description="Allow listening on a non-loopback address without --psk (anyone could send actions)."
+    )
+    max_subscriptions: int = Field(100, ge=1, description="Subscriptions one subscriber may hold.")
+    max_line_size: int = Field(16 * 1024 * 1024, ge=1024, description="Largest NDJSON line in a merge, in bytes.")
+    max_merge_size: int = Field(8 * 1024 * 1024 * 1024, ge=1024, description="Largest merge request body, in bytes.")
+    max_body_size: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest request body of other requests, in bytes."
+    )
 
     _check_schedule = field_validator("schedule")(classmethod(lambda cls, v: validate_cron(v)))
     _check_timezone = field_validator("timezone")(classmethod(lambda cls, v: validate_timezone(v)))
+
+    @model_validator(mode="after")
+    def _check_exposure(self) -> CoreConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if not self.psk and not self.allow_insecure and self.host not in LOOPBACK:
+            raise ValueError(
+                f"refusing to listen on {self.host} without --psk: anyone who reaches it could subscribe to "
+                "cleanup or start workflows; set --psk (recommended) or --allow-insecure"
+            )
+        return self
 
     @property
     def database(self) -> Path:

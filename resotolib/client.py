@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -26,6 +28,7 @@ import structlog
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from yarl import URL
 
+from resotolib.auth import TokenSource
 from resotolib.graph import (
     AggregateRequest,
     AggregateRow,
@@ -90,8 +93,18 @@ class CoreUnreachable(CoreError):
 class CoreClient:
     """REST and event-stream client of one core. Pass a session to share it; otherwise one is created."""
 
-    def __init__(self, url: str, *, session: aiohttp.ClientSession | None = None, request_timeout: float = 300) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        request_timeout: float = 300,
+        psk: str | None = None,
+        ca_cert: str | Path | None = None,
+    ) -> None:
         self._base = URL(url)
+        self._tokens = TokenSource(psk) if psk else None
+        self._ssl = ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else None
         self._session = session
         self._owns_session = session is None
         self._request_timeout = request_timeout
@@ -229,7 +242,12 @@ class CoreClient:
         try:
             async with asyncio.timeout(self._request_timeout):
                 ws = await self._http().ws_connect(
-                    url, params=params, headers=self._headers(), heartbeat=heartbeat, max_msg_size=max_msg_size
+                    url,
+                    params=params,
+                    headers=self._headers(),
+                    heartbeat=heartbeat,
+                    max_msg_size=max_msg_size,
+                    ssl=self._ssl if self._ssl is not None else True,
                 )
         except aiohttp.WSServerHandshakeError as e:
             raise CoreError(e.status, f"websocket {url.path} refused: {e.message}") from e
@@ -289,8 +307,8 @@ class CoreClient:
     # ---- the one path of every request --------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
-        """Headers of every request and websocket handshake (authentication goes here)."""
-        return {}
+        """Headers of every request and websocket handshake: the JWT when the core has a PSK."""
+        return {"Authorization": self._tokens.authorization()} if self._tokens else {}
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -320,7 +338,14 @@ class CoreClient:
         url = self._url(*path)
         try:
             async with self._http().request(
-                method, url, params=params, data=data, headers=headers, timeout=timeout, raise_for_status=False
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+                raise_for_status=False,
+                ssl=self._ssl if self._ssl is not None else True,
             ) as response:
                 if not (200 <= response.status < 300 or response.status in accept):
                     raise CoreError(response.status, await _error_text(response))

@@ -27,6 +27,7 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
@@ -106,13 +107,15 @@ class ActionSubscriber:
         outbox_size: int = 1000,
         remember: int = 1000,
         rng: random.Random | None = None,
+        psk: str | None = None,
+        ca_cert: str | Path | None = None,
     ) -> None:
         if not subscriptions:
             raise ValueError("a subscriber needs at least one subscription")
         self.subscriber_id = SubscriberId(subscriber_id)
         self.subscriptions = tuple(subscriptions)
         self.stats = SubscriberStats()
-        self._client = CoreClient(url, session=session, request_timeout=request_timeout)
+        self._client = CoreClient(url, session=session, request_timeout=request_timeout, psk=psk, ca_cert=ca_cert)
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._heartbeat = heartbeat

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from contextlib import AsyncExitStack, suppress
 from typing import Protocol
 
@@ -100,8 +100,13 @@ class ActionHandler:
                 log.warning("answer_not_sent", task=action.data.task, step=action.data.step, error=repr(e))
 
 
-async def serve(config: MetricsConfig, stop: asyncio.Event | None = None) -> None:
-    """Run the exporter until SIGINT/SIGTERM (or ``stop`` is set); raises DefinitionError for a bad file."""
+async def serve(
+    config: MetricsConfig, stop: asyncio.Event | None = None, listening: Callable[[list[str]], None] | None = None
+) -> None:
+    """Run the exporter until SIGINT/SIGTERM (or ``stop`` is set); raises DefinitionError for a bad file.
+
+    ``listening`` is called with the URLs served once the web server is up (useful with port 0).
+    """
     definitions = load_definitions(config.metrics_file)
     exporter = Exporter(definitions)
     stop = stop or asyncio.Event()
@@ -121,7 +126,9 @@ async def serve(config: MetricsConfig, stop: asyncio.Event | None = None) -> Non
             )
             await stack.enter_async_context(subscriber)
             app = create_app(exporter, lambda: subscriber.connected)
-            await stack.enter_async_context(web_server(app, config.web_host, config.web_port))
+            urls = await stack.enter_async_context(web_server(app, config.web_host, config.web_port))
+            if listening is not None:
+                listening(urls)
             handler = ActionHandler(subscriber, Updater(client, config.graph, exporter, config.timeout))
             consumer = loop.create_task(handler.consume(subscriber), name="consume-actions")
             stopped = loop.create_task(stop.wait(), name="wait-for-stop")

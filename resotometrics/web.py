@@ -45,16 +45,18 @@ def create_app(exporter: Exporter, core_connected: Callable[[], bool] = lambda: 
 
 
 @asynccontextmanager
-async def web_server(app: web.Application, host: str, port: int) -> AsyncIterator[web.AppRunner]:
-    """Serve ``app`` on host:port (port 0: any free port) until the block ends."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def web_server(app: web.Application, host: str, port: int) -> AsyncIterator[list[str]]:
+    """Serve ``app`` on host:port (port 0: any free port) until the block ends; yields the URLs served."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        site = web.TCPSite(runner, host, port)
         await site.start()
+        urls = []
         for address in runner.addresses:
-            host_text = f"[{address[0]}]" if ":" in address[0] else address[0]
-            log.info("listening", url=f"http://{host_text}:{address[1]}")
-        yield runner
+            shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+            urls.append(f"http://{shown}:{address[1]}")
+            log.info("listening", url=urls[-1])
+        yield urls
     finally:
         await runner.cleanup()

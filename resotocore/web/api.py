@@ -58,6 +58,8 @@ async def get_subscriber(request: web.Request) -> web.Response:
 async def put_subscriber(request: web.Request) -> web.Response:
     core = _core(request)
     subscriptions = _subscriptions.validate_json(await request.read())
+    if len(subscriptions) > core.config.max_subscriptions:
+        raise ClientError(f"too many subscriptions: at most {core.config.max_subscriptions} per subscriber")
     for subscription in subscriptions:
         make_subscription(subscription.message_type, subscription.timeout, subscription.wait_for_completion)
     sid = SubscriberId(request.match_info["id"])
@@ -81,6 +83,10 @@ async def add_subscription(request: web.Request) -> web.Response:
     subscription = make_subscription(
         request.match_info["message_type"], query.get("timeout"), query.get("wait_for_completion")
     )
+    existing = core.registry.get(sid)
+    held = existing.subscriptions if existing else {}
+    if subscription.message_type not in held and len(held) >= core.config.max_subscriptions:
+        raise ClientError(f"too many subscriptions: at most {core.config.max_subscriptions} per subscriber")
     return _subscriber_json(await core.registry.add_subscription(sid, subscription, core.clock.now()))
 
 

@@ -57,16 +57,28 @@ async def delete_graph(request: web.Request) -> web.Response:
 @routes.post("/graph/{graph}/merge")
 async def merge(request: web.Request) -> web.Response:
     name = _name(request)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_chunked(READ_CHUNK):
-            yield chunk
-
+    config = request.app[CORE].config
     try:
-        result = await _graphs(request).merge(name, chunks())
+        result = await _graphs(request).merge(name, _limited(request, config.max_merge_size, config.max_line_size))
     except MergeError as e:
         raise ClientError(f"nothing merged: {e}") from None
     return web.json_response(result.model_dump())
+
+
+async def _limited(request: web.Request, max_total: int, max_line: int) -> AsyncIterator[bytes]:
+    """The request body in chunks; past the size limits the merge stops (and is rolled back)."""
+    total, line, current = 0, 1, 0
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        total += len(chunk)
+        if total > max_total:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_total, actual_size=total)
+        parts = chunk.split(b"\n")
+        for index, part in enumerate(parts):
+            current = current + len(part) if index == 0 else len(part)
+            if current > max_line:
+                raise MergeError(line + index, f"line longer than {max_line} bytes")
+        line += len(parts) - 1
+        yield chunk
 
 
 @routes.post("/graph/{graph}/search")

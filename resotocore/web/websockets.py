@@ -16,6 +16,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from resotocore.bus.message_bus import Listener
 from resotocore.bus.subscribers import AlreadyConnected
 from resotocore.core import CORE, Core
+from resotocore.web.auth import AUTH_PENDING, VERIFIER, authenticate_first_frame
 from resotocore.web.errors import error_json
 from resotolib.protocol import (
     Action,
@@ -49,13 +50,23 @@ async def action_channel(request: web.Request) -> web.StreamResponse:
     if subscriber is None or not subscriber.subscriptions:
         return error_json(404, f"subscriber {sid} has no subscriptions; register one with POST /subscriber/{sid}/TYPE")
     listener = core.bus.listener(f"subscriber:{sid}")
-    try:
-        core.registry.connect(sid, listener)
-    except AlreadyConnected as e:
-        return error_json(429, str(e))
+    pending_auth = request.get(AUTH_PENDING, False)
+    if not pending_auth:
+        try:
+            core.registry.connect(sid, listener)
+        except AlreadyConnected as e:
+            return error_json(429, str(e))
     ws = _socket(core)
     try:
         await ws.prepare(request)
+        if pending_auth:
+            if not await authenticate_first_frame(request, ws, request.app[VERIFIER]):
+                return ws
+            try:
+                core.registry.connect(sid, listener)
+            except AlreadyConnected as e:
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=str(e).encode()[:120])
+                return ws
         for frame in core.engine.pending_actions(sid):
             listener.offer(frame)
         log.info("subscriber_connected", subscriber_id=sid)
@@ -72,6 +83,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     show = [s.strip() for s in request.query.get("show", "").split(",") if s.strip()]
     ws = _socket(core)
     await ws.prepare(request)
+    if not await authenticate_first_frame(request, ws, request.app[VERIFIER]):
+        return ws
     async with core.bus.subscribe("events", show or None) as listener:
         await _serve(core, ws, listener, lambda msg: _from_observer(core, msg), "events")
     return ws

@@ -67,70 +67,79 @@ class Placed:
     reported: dict[str, JsonValue]
 
 
-def inventory() -> tuple[list[GraphBatch], list[Placed], set[str], set[str]]:
-    """Two clouds, odd names and tags everywhere; returns the batches, every node, expired and cleaned ids."""
-    placed: dict[str, Placed] = {}
-    expired: set[str] = set()
-    cleaned: set[str] = set()
+class Inventory:
+    """The test graph: batches built with the worker's GraphBatch, plus what the test expects of each node."""
 
-    def add(batch: GraphBatch, kind: str, region: str, pid: str, tags: dict[str, str], **fields: Any) -> str:
+    def __init__(self) -> None:
+        self.batches: list[GraphBatch] = []
+        self.placed: dict[str, Placed] = {}
+        self.expired: set[str] = set()
+        self.cleaned: set[str] = set()
+
+    def account(self, cloud: str, account: str, name: str | None = None) -> GraphBatch:
+        batch = GraphBatch(cloud, account, account_name=name)
+        self.batches.append(batch)
+        return batch
+
+    def add(self, batch: GraphBatch, kind: str, region: str, pid: str, tags: dict[str, str], **fields: Any) -> str:
         nid = batch.resource(kind, region, pid, name=f"{pid} {ODD}", tags=tags, ctime=CTIME, **fields)
-        placed[nid] = Placed(nid, batch.cloud, batch.account, region, batch.nodes[-1].reported)
+        node = next(n for n in reversed(batch.nodes) if n.id == nid)  # its region node may come after it
+        self.placed[nid] = Placed(nid, batch.cloud, batch.account, region, node.reported)
         if tags.get("resoto:expires") == PAST or "expiration" in tags:
-            expired.add(nid)
+            self.expired.add(nid)
         return nid
 
-    example = GraphBatch("example", f'acct "{ODD}"', account_name=ODD)
-    other = GraphBatch("example", "example-account-2")
-    aws = GraphBatch("aws", "123456789012", account_name="prod")
+    def nodes(self) -> list[Placed]:
+        """Every node, the structure nodes (graph root, cloud, account, region) included."""
+        placed = dict(self.placed)
+        for batch in self.batches:
+            for node in batch.nodes:
+                if node.id not in placed:
+                    cloud = batch.cloud if node.kind != "graph_root" else None
+                    account = batch.account if node.kind in ("account", "region") else None
+                    region = str(node.reported["id"]) if node.kind == "region" else None
+                    placed[node.id] = Placed(node.id, cloud, account, region, node.reported)
+        return list(placed.values())
+
+
+def inventory() -> Inventory:
+    """Two clouds, odd names, tags and label values everywhere; some resources expired, some cleaned."""
+    inv = Inventory()
     owners = [ODD, "alice", "bob\\", 'c"d']
+    lifecycles: list[dict[str, str]] = [{}, {"resoto:expires": PAST}, {"expiration": "1d"}, {"resoto:expires": FUTURE}]
     k = 0
+    example = inv.account("example", f'acct "{ODD}"', ODD)
+    other = inv.account("example", "example-account-2")
     for batch, regions in ((example, [f"region {ODD}", "ünï-région-1"]), (other, ["r1"])):
         for region in regions:
             for n in range(6):
                 k += 1
-                tags = {"owner": owners[k % 4], "Name": ODD}
-                if n == 1:
-                    tags["resoto:expires"] = PAST
-                elif n == 2:
-                    tags["expiration"] = "1d"
-                elif n == 3:
-                    tags["resoto:expires"] = FUTURE
-                size, itype = (8, 100, 500)[k % 3], ("ex.small", f'ex."{ODD}"')[k % 2]
-                iid = add(batch, "example_instance", region, f"i-{k}", tags, instance_cores=1 + k % 4,
-                          instance_memory=2 ** (k % 4), instance_type=itype,
-                          instance_status=("running", "stopped")[n % 2], ctime_note=ODD)  # fmt: skip
-                vid = add(batch, "example_volume", region, f"vol-{k}", tags, volume_size=size,
-                          volume_type=("ssd", "hdd")[k % 2], volume_status="in-use")  # fmt: skip
-                add(batch, "example_bucket", region, f"bucket-{k}", {"owner": owners[(k + 1) % 4]}, bucket_objects=k)
+                tags = {"owner": owners[k % 4], "Name": ODD, **lifecycles[n % 4]}
+                iid = inv.add(
+                    batch, "example_instance", region, f"i-{k}", tags, instance_cores=1 + k % 4,
+                    instance_memory=2 ** (k % 4), instance_type=("ex.small", f'ex."{ODD}"')[k % 2],
+                    instance_status=("running", "stopped")[n % 2], note=ODD,
+                )  # fmt: skip
+                vid = inv.add(
+                    batch, "example_volume", region, f"vol-{k}", tags, volume_size=(8, 100, 500)[k % 3],
+                    volume_type=("ssd", "hdd")[k % 2], volume_status="in-use",
+                )  # fmt: skip
+                inv.add(batch, "example_bucket", region, f"bucket-{k}", {"owner": owners[(k + 1) % 4]}, objects=k)
                 if n == 4:
-                    cleaned.update((iid, vid))
-    add(aws, "aws_ec2_instance", "us-east-1", "i-aws1", {"owner": "alice"}, instance_cores=2, instance_memory=0.5,
-        instance_type="t3.nano", instance_status="running")  # fmt: skip
-    add(
-        aws,
-        "aws_ec2_instance",
-        "us-east-1",
-        "i-aws2",
-        {},
-        instance_cores=4,
-        instance_type="m9.unknown",
-        instance_status="pending",
-    )  # fmt: skip - no memory known
-    add(aws, "aws_ec2_volume", "us-east-1", "vol-aws", {}, volume_size=30, volume_type="gp3", volume_status="available")
-    add(aws, "aws_ec2_snapshot", "us-east-1", "snap-1", {}, volume_size=30, snapshot_status="completed")
-    add(aws, "aws_ec2_snapshot", "eu-west-1", "snap-2", {"resoto:expires": PAST}, volume_size=8, snapshot_status=ODD)
-    add(aws, "aws_ec2_security_group", "us-east-1", "sg-1", {})
-    add(aws, "aws_s3_bucket", "eu-west-1", "bucket-aws", {})
-    batches = [example, other, aws]
-    for batch in batches:  # the structure nodes: graph root, cloud, account, region
-        for node in batch.nodes:
-            if node.id not in placed:
-                cloud = batch.cloud if node.kind != "graph_root" else None
-                account = batch.account if node.kind in ("account", "region") else None
-                region = str(node.reported["id"]) if node.kind == "region" else None
-                placed[node.id] = Placed(node.id, cloud, account, region, node.reported)
-    return batches, list(placed.values()), expired, cleaned
+                    inv.cleaned.update((iid, vid))
+    aws = inv.account("aws", "123456789012", "prod")
+    inv.add(
+        aws, "aws_ec2_instance", "us-east-1", "i-aws1", {"owner": "alice"}, instance_cores=2, instance_memory=0.5,
+        instance_type="t3.nano", instance_status="running",
+    )  # fmt: skip
+    # memory unknown: the sum of its group is 0
+    inv.add(aws, "aws_ec2_instance", "us-east-1", "i-aws2", {}, instance_cores=4, instance_status="pending")
+    inv.add(aws, "aws_ec2_volume", "us-east-1", "vol-aws", {}, volume_size=30, volume_type="gp3", volume_status="ok")
+    inv.add(aws, "aws_ec2_snapshot", "us-east-1", "snap-1", {}, volume_size=30, snapshot_status="completed")
+    inv.add(aws, "aws_ec2_snapshot", "eu-west-1", "snap-2", {"resoto:expires": PAST}, snapshot_status=ODD)
+    inv.add(aws, "aws_ec2_security_group", "us-east-1", "sg-1", {})
+    inv.add(aws, "aws_s3_bucket", "eu-west-1", "bucket-aws", {})
+    return inv
 
 
 def resolve(node: Placed, path: str) -> JsonValue:
@@ -195,15 +204,15 @@ async def test_metrics_equal_the_graph_and_survive_a_failing_core(
     core_process: StartCore, metrics_process: StartMetrics, tmp_path: Path
 ) -> None:
     core = await core_process()
-    batches, nodes, expired, cleaned = inventory()
+    inv = inventory()
     user_file = tmp_path / "metrics.yaml"
     user_file.write_text(USER_METRICS)
     definitions = load_definitions(user_file)
     async with CoreClient(core.url) as client:
-        for batch in batches:
+        for batch in inv.batches:
             await client.merge("resoto", batch.ndjson())
-        patched = await client.patch_nodes("resoto", [NodePatch(id=nid, cleaned=True) for nid in cleaned])
-        assert patched["updated"] == len(cleaned)
+        patched = await client.patch_nodes("resoto", [NodePatch(id=nid, cleaned=True) for nid in inv.cleaned])
+        assert patched["updated"] == len(inv.cleaned)
 
         exporter = await metrics_process(
             "--resotocore-uri", core.url, "--web-port", "0", "--metrics-file", str(user_file), "--timeout", "30"
@@ -217,7 +226,7 @@ async def test_metrics_equal_the_graph_and_survive_a_failing_core(
         task = await run_workflow(client, "metrics")
         assert task["success"], f"{task}\n{exporter.tail()}"
         text, after = await scrape(exporter.url)
-        want = expected(definitions, nodes, expired, cleaned)
+        want = expected(definitions, inv.nodes(), inv.expired, inv.cleaned)
         assert resoto(after) == want
         assert len(want) > 60 and 'acct \\"say \\"hi\\" \\\\ back\\\\slash\\nnew line' in text
         owners = {dict(labels).get("owner") for (name, labels) in want if name == "resoto_owned_resources_total"}
