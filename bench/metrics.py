@@ -41,6 +41,7 @@ from resotocore.db.graph_sqlite import SqliteGraphStore, connect
 from resotocore.graph import query
 from resotolib.client import CoreClient
 from resotolib.graph import AggregateRow
+from resotolib.logs import setup_logging
 from resotometrics.definition import MetricDefinition
 from resotometrics.exporter import Exporter
 from resotometrics.loader import load_definitions
@@ -72,7 +73,11 @@ def account_lines(cloud: str, account: str, resources: int, rng: random.Random) 
     yield json.dumps({"id": "root", "reported": {"kind": "graph_root", "id": "root", "name": "root"}})
     yield json.dumps({"id": cloud_id, "reported": {"kind": "cloud", "id": cloud, "name": cloud}})
     yield json.dumps(
-        {"id": account_id, "reported": {"kind": "account", "id": account, "name": account}, "metadata": {"replace": True}}
+        {
+            "id": account_id,
+            "reported": {"kind": "account", "id": account, "name": account},
+            "metadata": {"replace": True},
+        }
     )
     for r in range(REGIONS):
         region_id = f"{account_id}-r{r}"
@@ -136,25 +141,34 @@ class CoreProcess:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.proc: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> str:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "resotocore", "--port", "0", "--data-dir", str(self.data_dir),
-            "--log-format", "json", "--log-level", "warning", "--catch-up", "none",
+            "--log-format", "json", "--catch-up", "none",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        assert self.proc.stderr is not None
+        stderr = self.proc.stderr
+        assert stderr is not None
         async with asyncio.timeout(60):
-            while line := await self.proc.stderr.readline():
+            while line := await stderr.readline():
                 entry = json.loads(line)
                 if entry.get("event") == "listening":
+                    self._drain = asyncio.get_running_loop().create_task(self._read_rest(stderr))
                     return str(entry["url"])
         raise RuntimeError("resotocore exited before listening")
+
+    async def _read_rest(self, stderr: asyncio.StreamReader) -> None:
+        while await stderr.readline():
+            pass
 
     async def __aexit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             await asyncio.wait_for(self.proc.wait(), 30)
+        if self._drain is not None:
+            await asyncio.wait_for(self._drain, 30)
 
 
 # ---- measuring ---------------------------------------------------------------------------------------
@@ -257,6 +271,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES), help="graph sizes, comma separated")
     args = parser.parse_args()
+    setup_logging("console", "warning")
     sizes = [int(s) for s in args.sizes.split(",")]
     figures = []
     for size in sizes:

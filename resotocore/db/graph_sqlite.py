@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from resotocore.db.graph_lines import numbered_lines
 from resotocore.db.graph_merge import MergeError, apply_merge, begin_merge, stage_lines
 from resotolib.graph import AggregateRequest, AggregateRow, CleanRequest, MergeResult, NodePatch, SearchRequest
 
@@ -49,7 +50,6 @@ CREATE INDEX IF NOT EXISTS edges_to ON edges (graph, to_id);
 """
 
 SEARCH_CHUNK = 500
-LINE_BATCH = 5000
 
 
 def connect(path: Path, durability: Literal["normal", "full"] = "normal") -> sqlite3.Connection:
@@ -88,7 +88,7 @@ class SqliteGraphStore:
         async with self._write_lock:
             await self._write(begin_merge)
             try:
-                async for batch in _numbered_lines(chunks):
+                async for batch in numbered_lines(chunks):
                     await self._write(lambda db, b=batch: stage_lines(db, b))  # type: ignore[misc]
                 return await self._write(lambda db: apply_merge(db, graph))
             except BaseException:
@@ -222,29 +222,3 @@ def _patch(db: sqlite3.Connection, graph: str, patches: list[NodePatch]) -> tupl
             db.execute(f"UPDATE nodes SET {', '.join(sets)} WHERE graph = ? AND id = ?", [*params, graph, p.id])
         updated += 1
     return updated, missing
-
-
-async def _numbered_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[tuple[int, str]]]:
-    """Split a byte stream into (line number, text) batches; empty lines are counted but skipped."""
-    number, rest, batch = 0, b"", []
-    async for chunk in chunks:
-        parts = (rest + chunk).split(b"\n")
-        rest = parts.pop()
-        for part in parts:
-            number += 1
-            if part.strip():
-                batch.append((number, _text(part, number)))
-        if len(batch) >= LINE_BATCH:
-            yield batch
-            batch = []
-    if rest.strip():
-        batch.append((number + 1, _text(rest, number + 1)))
-    if batch:
-        yield batch
-
-
-def _text(line: bytes, number: int) -> str:
-    try:
-        return line.decode().strip()
-    except UnicodeDecodeError:
-        raise MergeError(number, "not valid UTF-8") from None

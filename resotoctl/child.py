@@ -1,0 +1,176 @@
+"""Run the hooked command for one action and say how it ended.
+
+The command starts in a session (and so a process group) of its own: a Ctrl-C in the terminal does
+not reach it, and at the time limit or on stop the whole group goes — SIGTERM first, SIGKILL after a
+grace period. The action JSON is written to its stdin; stdout and stderr are read line by line as they
+come (never buffered whole) and handed to ``on_line``; the last stderr lines are kept for the answer.
+
+When the command exits by itself, output still held open by processes it left behind is read for a
+short drain period only; those processes are not killed (only a timeout or a stop ends the group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import structlog
+
+from resotoctl.limits import LineSplitter, Tail
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 64 * 1024
+DRAIN_SECONDS = 1.0
+"""After the command exited: how long to wait for the end of output held open by processes it left."""
+
+OnLine = Callable[[str, str], Awaitable[None]]
+"""Called with ``("stdout" | "stderr", line)`` for every output line, in order per stream."""
+
+
+class Ended(StrEnum):
+    exited = "exited"
+    timed_out = "timed_out"
+    interrupted = "interrupted"
+    not_started = "not_started"
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    ended: Ended
+    returncode: int | None
+    stderr_tail: str
+    seconds: float
+    timeout: float
+    reason: str = ""
+    """Why the command could not be started (``not_started``)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.ended is Ended.exited and self.returncode == 0
+
+
+def error_text(result: ChildResult, stopped_by: str = "") -> str | None:
+    """The ``action_error`` text of a result, or None for ``action_done`` (exit code 0)."""
+    tail = result.stderr_tail
+    match result.ended:
+        case Ended.exited if result.returncode == 0:
+            return None
+        case Ended.exited:
+            code = result.returncode or 0
+            how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit code {code}"
+            return f"{how}: {tail}" if tail else f"{how} (nothing on stderr)"
+        case Ended.timed_out:
+            text = f"timed out after {result.timeout:g} s"
+            return f"{text}; last stderr: {tail}" if tail else text
+        case Ended.interrupted:
+            return f"interrupted ({stopped_by})" if stopped_by else "interrupted"
+        case Ended.not_started:
+            return f"could not start the command: {result.reason}"
+
+
+async def run_child(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    stdin: bytes,
+    timeout: float,  # noqa: ASYNC109 - the command's time limit, enforced by killing its process group
+    kill_grace: float,
+    on_line: OnLine,
+    stop: asyncio.Event,
+) -> ChildResult:
+    """Run ``argv`` until it exits, ``timeout`` passes or ``stop`` is set; never leaves its group running
+    on timeout, stop or cancellation."""
+    started = time.monotonic()
+    tail = Tail()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=dict(env), start_new_session=True,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    except OSError as e:
+        return ChildResult(Ended.not_started, None, "", 0.0, timeout, reason=f"{argv[0]}: {e.strerror or e}")
+    log.info("command_started", pid=proc.pid)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    loop = asyncio.get_running_loop()
+    helpers = [
+        loop.create_task(_feed(proc.stdin, stdin)),
+        loop.create_task(_pump(proc.stdout, "stdout", on_line, None)),
+        loop.create_task(_pump(proc.stderr, "stderr", on_line, tail)),
+    ]
+    waiter = loop.create_task(proc.wait())
+    stopper = loop.create_task(stop.wait())
+    ended = Ended.exited
+    try:
+        done, _ = await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            ended = Ended.interrupted if stopper in done else Ended.timed_out
+            log.warning("command_stopping", pid=proc.pid, reason=ended.value)
+            await _terminate(proc, kill_grace)
+        await _drain(helpers[1:], DRAIN_SECONDS)
+    finally:
+        if proc.returncode is None:  # cancelled: nothing of the command may outlive us
+            _signal_group(proc.pid, signal.SIGKILL)
+        for task in (*helpers, waiter, stopper):
+            task.cancel()
+        await asyncio.gather(*helpers, waiter, stopper, return_exceptions=True)
+    seconds = time.monotonic() - started
+    log.info("command_ended", pid=proc.pid, how=ended.value, returncode=proc.returncode, seconds=round(seconds, 3))
+    return ChildResult(ended, proc.returncode, tail.text(), seconds, timeout)
+
+
+async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
+    """Write the action and close stdin; a command that does not read it is fine."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stdin.write(data)
+        await stdin.drain()
+    stdin.close()
+
+
+async def _pump(stream: asyncio.StreamReader, name: str, on_line: OnLine, tail: Tail | None) -> None:
+    splitter = LineSplitter()
+    while chunk := await stream.read(CHUNK):
+        for line in splitter.feed(chunk):
+            await _deliver(name, line, on_line, tail)
+    for line in splitter.flush():
+        await _deliver(name, line, on_line, tail)
+
+
+async def _deliver(name: str, line: str, on_line: OnLine, tail: Tail | None) -> None:
+    if tail is not None:
+        tail.add(line)
+    log.debug("command_output", stream=name, line=line)
+    await on_line(name, line)
+
+
+async def _drain(readers: list[asyncio.Task[None]], within: float) -> None:
+    _, pending = await asyncio.wait(readers, timeout=within)
+    if pending:
+        log.warning("output_left_open", seconds=within, hint="processes the command started still hold its output")
+
+
+async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM to the group, SIGKILL to whatever is left of it after ``grace`` seconds."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), grace)
+    _signal_group(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -1,0 +1,72 @@
+"""A consumer that never reads: the core's memory stays flat, the consumer is dropped, others are served."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.support import CoreProcess
+
+EVENTS = 20_000
+PAYLOAD = "x" * 2000  # 20k events of 2 KB: 40 MB through the core
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def never_reading(url: str) -> asyncio.StreamWriter:
+    """Open /events with a raw handshake and then never read a byte."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /events HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await writer.drain()
+    assert (await reader.readline()).startswith(b"HTTP/1.1 101")
+    return writer
+
+
+async def test_a_consumer_that_never_reads_does_not_grow_memory(core_process: Any) -> None:
+    core: CoreProcess = await core_process("--queue-size", "200")
+    assert core.proc is not None
+    slow = await never_reading(core.url)
+    async with aiohttp.ClientSession() as session:
+        fast = await session.ws_connect(f"{core.url}/events?show=load")
+        sender = await session.ws_connect(f"{core.url}/events?show=nothing")
+        await asyncio.sleep(0.2)
+        before = rss_mib(core.proc.pid)
+        received = 0
+        caught_up = asyncio.Event()
+
+        async def read_all() -> None:
+            nonlocal received
+            while received < EVENTS:
+                msg = await fast.receive()
+                assert msg.type is aiohttp.WSMsgType.TEXT, msg
+                received += 1
+                caught_up.set()
+
+        reading = asyncio.create_task(read_all())
+        for i in range(EVENTS):
+            await sender.send_json({"kind": "event", "message_type": "load", "data": {"i": i, "pad": PAYLOAD}})
+            while received < i - 100:  # a consumer that reads keeps up within its queue
+                caught_up.clear()
+                await caught_up.wait()
+        await asyncio.wait_for(reading, 60)
+        after = rss_mib(core.proc.pid)
+        assert received == EVENTS  # the reading consumer got everything
+        assert after - before < 30, f"core memory grew from {before:.0f} to {after:.0f} MiB"
+        async with session.get(f"{core.url}/metrics") as response:
+            assert 'resotocore_queue_overflows_total{channel="events"} 1.0' in await response.text()
+    slow.close()
