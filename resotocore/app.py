@@ -13,7 +13,7 @@ from aiohttp import web
 from resotocore.clock import Clock
 from resotocore.config import CoreConfig
 from resotocore.core import CORE, core_context
-from resotocore.web import api, graph_api, websockets
+from resotocore.web import api, graph_api, openapi, websockets
 from resotocore.web.auth import VERIFIER, auth_middleware
 from resotocore.web.errors import error_middleware
 from resotocore.workflow.model import Workflow
@@ -32,6 +32,7 @@ def create_app(
     app.add_routes(api.routes)
     app.add_routes(websockets.routes)
     app.add_routes(graph_api.routes)
+    app.add_routes(openapi.routes)
     app.cleanup_ctx.append(core_context(config, clock, workflows))
 
     async def close_websockets(app: web.Application) -> None:
@@ -48,11 +49,13 @@ async def serve(config: CoreConfig, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        create_app(config), access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_timeout
+    )
     await runner.setup()
     try:
         tls = _tls_context(config)
-        site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=config.shutdown_timeout, ssl_context=tls)
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=tls)
         await site.start()
         scheme = "https" if tls else "http"
         for address in runner.addresses:

@@ -17,6 +17,20 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("resotocore"))
 
 
+DB_SCHEMES = ("arangodb", "arangodbs", "arangodb+ssl", "http", "https")
+
+
+def validate_db(value: str) -> str:
+    """'' and 'sqlite' select the embedded store; a URL with an ArangoDB scheme and a host selects ArangoDB."""
+    value = value.strip()
+    if value in ("", "sqlite"):
+        return "sqlite"
+    scheme, _, rest = value.partition("://")
+    if scheme not in DB_SCHEMES or not rest.strip("/"):
+        raise ValueError(f"use sqlite or arangodb://HOST:PORT, not {value!r}")
+    return value
+
+
 class CoreConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -31,6 +45,14 @@ class CoreConfig(BaseModel):
     durability: Literal["normal", "full"] = Field(
         "normal", description="'normal' survives a killed process; 'full' also survives power loss (slower)."
     )
+    db: str = Field(
+        "sqlite",
+        description="Storage: 'sqlite' (embedded, under --data-dir) or an ArangoDB server, arangodb://HOST:8529 "
+        "(arangodbs:// or https:// for TLS).",
+    )
+    db_name: str = Field("resoto", min_length=1, description="ArangoDB database (created when missing).")
+    db_user: str = Field("root", description="ArangoDB user.")
+    db_password: str = Field("", repr=False, description="ArangoDB password.")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="Log lines as JSON, for humans, or JSON unless on a terminal."
     )
@@ -58,6 +80,7 @@ class CoreConfig(BaseModel):
 
     _check_schedule = field_validator("schedule")(classmethod(lambda cls, v: validate_cron(v)))
     _check_timezone = field_validator("timezone")(classmethod(lambda cls, v: validate_timezone(v)))
+    _check_db = field_validator("db")(classmethod(lambda cls, v: validate_db(v)))
 
     @model_validator(mode="after")
     def _check_exposure(self) -> CoreConfig:
@@ -73,3 +96,8 @@ class CoreConfig(BaseModel):
     @property
     def database(self) -> Path:
         return self.data_dir / "resotocore.db"
+
+    @property
+    def arango_url(self) -> str | None:
+        """The ArangoDB server when --db selects one, else None (embedded SQLite)."""
+        return None if self.db == "sqlite" else self.db

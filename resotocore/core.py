@@ -17,8 +17,8 @@ from resotocore.bus.message_bus import MessageBus
 from resotocore.bus.subscribers import SubscriberRegistry
 from resotocore.clock import Clock, SystemClock, Timer
 from resotocore.config import CoreConfig
-from resotocore.db.graph_sqlite import SqliteGraphStore
-from resotocore.db.sqlite import SqliteStore
+from resotocore.db.backends import open_stores
+from resotocore.db.graph_store import GraphStore
 from resotocore.db.store import Store
 from resotocore.metrics import CoreMetrics
 from resotocore.scheduler.scheduler import Scheduler
@@ -40,7 +40,7 @@ class Core:
     engine: Engine
     scheduler: Scheduler
     metrics: CoreMetrics
-    graph: SqliteGraphStore
+    graph: GraphStore
     started_at: datetime
     websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
     _expiry_timer: Timer | None = None
@@ -69,10 +69,7 @@ async def running_core(
     """Open the store, resume runs, start the scheduler; on exit stop everything in reverse order."""
     clock = clock or SystemClock()
     async with AsyncExitStack() as stack:
-        store = SqliteStore(config.database, config.durability)
-        stack.push_async_callback(store.close)
-        graph = SqliteGraphStore(config.data_dir / "graph.db", config.durability)
-        stack.push_async_callback(graph.close)
+        store, graph = await stack.enter_async_context(open_stores(config))
         metrics = CoreMetrics()
         bus = MessageBus(config.queue_size, on_overflow=lambda name: metrics.queue_overflows.labels("events").inc())
         started_at = clock.now()

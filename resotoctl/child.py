@@ -16,7 +16,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -87,42 +87,99 @@ async def run_child(
 ) -> ChildResult:
     """Run ``argv`` until it exits, ``timeout`` passes or ``stop`` is set; never leaves its group running
     on timeout, stop or cancellation."""
-    started = time.monotonic()
     tail = Tail()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=dict(env), start_new_session=True,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-    except OSError as e:
-        return ChildResult(Ended.not_started, None, "", 0.0, timeout, reason=f"{argv[0]}: {e.strerror or e}")
-    log.info("command_started", pid=proc.pid)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    async with _output_pipe() as out, _output_pipe() as err:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=dict(env), start_new_session=True,
+                stdin=asyncio.subprocess.PIPE, stdout=out.child_end, stderr=err.child_end,
+            )  # fmt: skip
+        except OSError as e:
+            return ChildResult(Ended.not_started, None, "", 0.0, timeout, reason=f"{argv[0]}: {e.strerror or e}")
+        finally:
+            out.close_child_end()
+            err.close_child_end()
+        log.info("command_started", pid=proc.pid)
+        assert proc.stdin is not None
+        loop = asyncio.get_running_loop()
+        readers = [
+            loop.create_task(_pump(out.reader, "stdout", on_line, None)),
+            loop.create_task(_pump(err.reader, "stderr", on_line, tail)),
+        ]
+        feeder = loop.create_task(_feed(proc.stdin, stdin))
+        started = time.monotonic()
+        ended = await _supervise(proc, readers, feeder, timeout, kill_grace, stop)
+    seconds = time.monotonic() - started
+    log.info("command_ended", pid=proc.pid, how=ended.value, returncode=proc.returncode, seconds=round(seconds, 3))
+    return ChildResult(ended, proc.returncode, tail.text(), seconds, timeout)
+
+
+async def _supervise(
+    proc: asyncio.subprocess.Process,
+    readers: list[asyncio.Task[None]],
+    feeder: asyncio.Task[None],
+    limit: float,
+    kill_grace: float,
+    stop: asyncio.Event,
+) -> Ended:
+    """Wait for the exit, the time limit or the stop; then for the rest of the output, briefly."""
     loop = asyncio.get_running_loop()
-    helpers = [
-        loop.create_task(_feed(proc.stdin, stdin)),
-        loop.create_task(_pump(proc.stdout, "stdout", on_line, None)),
-        loop.create_task(_pump(proc.stderr, "stderr", on_line, tail)),
-    ]
     waiter = loop.create_task(proc.wait())
     stopper = loop.create_task(stop.wait())
     ended = Ended.exited
     try:
-        done, _ = await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({waiter, stopper}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:
             ended = Ended.interrupted if stopper in done else Ended.timed_out
             log.warning("command_stopping", pid=proc.pid, reason=ended.value)
             await _terminate(proc, kill_grace)
-        await _drain(helpers[1:], DRAIN_SECONDS)
+        await _drain(readers, DRAIN_SECONDS)
     finally:
         if proc.returncode is None:  # cancelled: nothing of the command may outlive us
             _signal_group(proc.pid, signal.SIGKILL)
-        for task in (*helpers, waiter, stopper):
+        tasks = (*readers, feeder, waiter, stopper)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*helpers, waiter, stopper, return_exceptions=True)
-    seconds = time.monotonic() - started
-    log.info("command_ended", pid=proc.pid, how=ended.value, returncode=proc.returncode, seconds=round(seconds, 3))
-    return ChildResult(ended, proc.returncode, tail.text(), seconds, timeout)
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return ended
+
+
+class _OutputPipe:
+    """A pipe for one output stream of the command, read here through a StreamReader.
+
+    The command's end is a plain file descriptor rather than an asyncio pipe, so waiting for the
+    command's exit never waits for processes it left behind that still hold its output open.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, transport: asyncio.BaseTransport, child_end: int) -> None:
+        self.reader = reader
+        self.transport = transport
+        self.child_end = child_end
+
+    def close_child_end(self) -> None:
+        if self.child_end >= 0:
+            os.close(self.child_end)
+            self.child_end = -1
+
+
+@contextlib.asynccontextmanager
+async def _output_pipe() -> AsyncIterator[_OutputPipe]:
+    read_end, write_end = os.pipe()
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_end, "rb", buffering=0)
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    pipe = _OutputPipe(reader, transport, write_end)
+    try:
+        yield pipe
+    finally:
+        pipe.close_child_end()
+        transport.close()
 
 
 async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:

@@ -46,7 +46,7 @@ def describe(error: CoreError) -> CtlError:
     return CtlError(f"{error.message} (HTTP {error.status})", EXIT_FAILED)
 
 
-def run(main: Coroutine[Any, Any, int | None]) -> NoReturn:
+def execute(main: Coroutine[Any, Any, int | None]) -> NoReturn:
     """Run a command's coroutine and exit with its code; expected failures become one line on stderr."""
     try:
         code = asyncio.run(main) or EXIT_OK

@@ -1,11 +1,11 @@
 """Bounds on what one script run sends to the core: pure logic, the time is passed in.
 
 - ``LineSplitter`` turns pipe chunks into text lines; an over-long line is cut, never buffered whole.
-- ``OutputBudget`` decides which output lines become ``action_info``: at most ``max_lines`` per action
-  and ``rate`` per second (a token bucket of ``burst``); the rest are counted and summarised once.
+- ``OutputBudget`` decides which output lines become ``action_info``: the first ones as they come
+  (within a rate), the last ones when the command has ended, and a count of those left out between.
 - ``Tail`` keeps the last lines of stderr within a size bound: the error text of a failed run.
 
-The core keeps at most 100 info messages per step, so the default budget (50 lines plus one summary)
+The core keeps at most 100 info messages per step, so the default budget (50 lines plus one note)
 leaves room for the other subscribers of the step.
 """
 
@@ -60,37 +60,56 @@ class LineSplitter:
 
 
 class OutputBudget:
-    """Admits at most ``max_lines`` lines per action, at most ``rate`` per second after a ``burst``."""
+    """Which output lines of one action are sent, and when: the head as it comes, the tail at the end.
 
-    def __init__(self, max_lines: int = 50, rate: float = 10.0, burst: int = 20) -> None:
+    Lines are sent as they come while fewer than half of ``max_lines`` went out and the rate allows
+    (``rate`` per second after a ``burst``). From the first line that is held back on, lines go to a
+    ring of the other half, sent when the command has ended, after one line saying how many were left
+    out. Order is kept and at most ``max_lines + 1`` messages go out per action.
+    """
+
+    def __init__(self, max_lines: int = 50, rate: float = 5.0, burst: int = 10) -> None:
         self.max_lines = max_lines
         self.rate = rate
         self.burst = burst
+        self.total = 0
         self.sent = 0
-        self.dropped = 0
+        self._live = max_lines - max_lines // 2
+        self._tail: deque[tuple[str, str]] = deque(maxlen=max_lines // 2)
+        self._holding = False
         self._tokens = float(burst)
         self._last: float | None = None
 
-    def admit(self, now: float) -> bool:
-        """True when the line at time ``now`` (seconds, monotonic) may be sent; counts it either way."""
+    def offer(self, line: str, level: str, now: float) -> bool:
+        """True: send the line now. False: it is held for the end (and may be left out)."""
+        self.total += 1
         if self._last is not None:
             self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
         self._last = now
-        if self.sent >= self.max_lines or self._tokens < 1:
-            self.dropped += 1
-            return False
-        self._tokens -= 1
-        self.sent += 1
-        return True
+        if not self._holding and self.sent < self._live and self._tokens >= 1:
+            self._tokens -= 1
+            self.sent += 1
+            return True
+        self._holding = True
+        self._tail.append((level, line))
+        return False
 
-    def summary(self) -> str | None:
-        """One line about the dropped lines, or None when every line was sent."""
-        if not self.dropped:
-            return None
-        return (
-            f"{self.dropped} of {self.sent + self.dropped} output lines not sent "
-            f"(at most {self.max_lines} per action, {self.rate:g} per second)"
-        )
+    @property
+    def dropped(self) -> int:
+        return self.total - self.sent - len(self._tail)
+
+    def rest(self) -> list[tuple[str, str]]:
+        """``(level, message)`` to send once the command ended: how many lines were left out, then the tail."""
+        rest = list(self._tail)
+        self.sent += len(rest)
+        self._tail.clear()
+        if self.dropped:
+            note = (
+                f"{self.dropped} of {self.total} output lines left out here "
+                f"(at most {self.max_lines} per action, {self.rate:g} per second as they come)"
+            )
+            rest.insert(0, ("warning", note))
+        return rest
 
 
 class Tail:

@@ -43,4 +43,8 @@ class Output:
         sys.stdout.flush()
 
     def show(self, renderable: RenderableType) -> None:
-        self.console.print(renderable)
+        """A renderable; a string is printed as it is (no markup, no highlighting)."""
+        if isinstance(renderable, str):
+            self.console.print(renderable, markup=False, highlight=False)
+        else:
+            self.console.print(renderable)

@@ -10,10 +10,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
+from rich.console import RenderableType
+from rich.style import StyleType
 from rich.table import Table
 from rich.text import Text
 
-NONE = "–"
+NONE = "-"
 STATUS_STYLES = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
 OUTCOME_STYLES = {"done": "green", "error": "red", "timeout": "red", "gone": "yellow", "cancelled": "yellow"}
 ERROR_CHARS = 120
@@ -27,7 +29,7 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def duration(seconds: float | None) -> str:
-    """``0.35s``, ``12.3s``, ``4m 05s``, ``2h 03m``; a dash when unknown."""
+    """``0.35s``, ``12.3s``, ``4m 05s``, ``2h 03m``, ``3d 04h``; a dash when unknown."""
     if seconds is None:
         return NONE
     if seconds < 10:
@@ -38,7 +40,10 @@ def duration(seconds: float | None) -> str:
     if minutes < 60:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
 
 
 def when(value: Any, now: datetime, tz: tzinfo | None = None) -> str:
@@ -48,7 +53,13 @@ def when(value: Any, now: datetime, tz: tzinfo | None = None) -> str:
         return NONE
     delta = (at - now).total_seconds()
     relative = f"in {duration(delta)}" if delta >= 0 else f"{duration(-delta)} ago"
-    return f"{at.astimezone(tz):%Y-%m-%d %H:%M:%S %Z} ({relative})".replace("  ", " ")
+    return f"{at.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}".strip() + f" ({relative})"
+
+
+def timestamp(value: Any, tz: tzinfo | None = None) -> str:
+    """A point in time in the local (or given) zone, without the distance from now."""
+    at = parse_time(value)
+    return NONE if at is None else f"{at.astimezone(tz):%Y-%m-%d %H:%M:%S}"
 
 
 def elapsed(start: Any, end: Any, now: datetime) -> float | None:
@@ -62,6 +73,11 @@ def elapsed(start: Any, end: Any, now: datetime) -> float | None:
 def cut(text: str, limit: int = ERROR_CHARS) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def two_lines(main: str, detail: str) -> Text:
+    """A cell with a second, dimmed line."""
+    return Text(main) + Text(f"\n{detail}", style="dim")
 
 
 def status_text(status: str) -> Text:
@@ -119,80 +135,95 @@ def triggers(workflow: Mapping[str, Any]) -> str:
 # ---- tables --------------------------------------------------------------------------------------
 
 
+class PlainTable(Table):
+    """A table whose string cells are shown as they are: names like ``web[1]`` are not rich markup."""
+
+    def add_row(self, *cells: RenderableType | None, style: StyleType | None = None, end_section: bool = False) -> None:
+        plain = [Text(cell) if isinstance(cell, str) else cell for cell in cells]
+        super().add_row(*plain, style=style, end_section=end_section)
+
+
+def table(title: str, *headers: str) -> Table:
+    """A table with a left-aligned title; id columns fold instead of being cut, so ids stay whole."""
+    result = PlainTable(*headers, title=title, title_justify="left")
+    for column in result.columns:
+        if column.header in ("Task", "Subscriber", "Running"):
+            column.overflow = "fold"
+    return result
+
+
 def workflows_table(workflows: Iterable[Mapping[str, Any]], now: datetime, tz: tzinfo | None = None) -> Table:
-    table = Table("Workflow", "Steps", "Triggers", "Next run", "Running", title="Workflows", title_justify="left")
+    result = table("Workflows", "Workflow", "Steps", "Triggers", "Next run", "Running")
     for w in workflows:
         running = "\n".join(w.get("running") or []) or NONE
         if w.get("queued"):
             running += "\n+ 1 queued"
-        table.add_row(
-            f"{w.get('id')}\n[dim]{w.get('name', '')}[/dim]",
+        result.add_row(
+            two_lines(str(w.get("id")), str(w.get("name", ""))),
             str(len(w.get("steps") or [])),
             triggers(w),
             when(w.get("next_run"), now, tz),
             running,
         )
-    return table
+    return result
 
 
 def tasks_table(tasks: Iterable[Mapping[str, Any]], now: datetime, tz: tzinfo | None = None) -> Table:
-    table = Table("Task", "Workflow", "Started", "Step", "In step", "Waiting for", "Progress", title="Running")
-    table.title_justify = "left"
+    result = table("Running", "Task", "Workflow", "Started", "Step", "In step", "Waiting for", "Progress")
     for task in tasks:
         progress = task.get("progress") or {}
-        table.add_row(
+        result.add_row(
             str(task.get("id")),
-            f"{task.get('workflow')}\n[dim]{task.get('trigger', '')}[/dim]",
-            when(task.get("created_at"), now, tz),
+            two_lines(str(task.get("workflow")), str(task.get("trigger", ""))),
+            timestamp(task.get("created_at"), tz),
             str(task.get("step") or NONE),
             duration(elapsed(task.get("step_started_at"), None, now)),
             "\n".join(task.get("waiting_for") or []) or NONE,
             "\n".join(progress_line(sid, data) for sid, data in progress.items()) or NONE,
         )
-    return table
+    return result
 
 
 def runs_table(runs: Iterable[Mapping[str, Any]], now: datetime, title: str, tz: tzinfo | None = None) -> Table:
-    table = Table("Task", "Status", "Trigger", "Started", "Duration", "Slowest step", "Error", title=title)
-    table.title_justify = "left"
+    result = table(title, "Task", "Status", "Started", "Duration", "Slowest step", "Error")
     for run in runs:
         slowest = max(run.get("steps") or [], key=lambda s: s.get("duration") or 0, default=None)
-        table.add_row(
+        status = status_text(str(run.get("status")))
+        status.append(f"\n{run.get('trigger', '')}", style="dim")
+        result.add_row(
             str(run.get("id")),
-            status_text(str(run.get("status"))),
-            str(run.get("trigger", "")),
-            when(run.get("created_at"), now, tz),
+            status,
+            timestamp(run.get("created_at"), tz),
             duration(elapsed(run.get("created_at"), run.get("ended_at"), now)),
             f"{slowest['name']} {duration(slowest.get('duration'))}" if slowest else NONE,
             cut(str(run.get("error") or "")),
         )
-    return table
+    return result
 
 
 def steps_table(run: Mapping[str, Any], now: datetime) -> Table:
     """Every step of one run: result, duration, each waited-for subscriber's outcome."""
     title = f"{run.get('workflow')} {run.get('id')}: {run.get('status')}"
-    table = Table("Step", "Result", "Duration", "Subscribers", title=title, title_justify="left")
+    result = table(title, "Step", "Result", "Duration", "Subscribers")
     for step in run.get("steps") or []:
-        result = step_result(step)
-        style = {"done": "green", "failed": "red"}.get(result, "cyan")
-        table.add_row(
+        state = step_result(step)
+        result.add_row(
             str(step.get("name")),
-            Text(result, style=style),
+            Text(state, style={"done": "green", "failed": "red"}.get(state, "cyan")),
             duration(step.get("duration") or elapsed(step.get("started_at"), step.get("ended_at"), now)),
             outcomes(step),
         )
-    return table
+    return result
 
 
 def subscribers_table(subscribers: Iterable[Mapping[str, Any]]) -> Table:
-    table = Table("Subscriber", "Action", "Waited for", "Timeout", title="Subscribers", title_justify="left")
+    result = table("Subscribers", "Subscriber", "Action", "Waited for", "Timeout")
     for subscriber in subscribers:
         for subscription in (subscriber.get("subscriptions") or {}).values():
-            table.add_row(
+            result.add_row(
                 str(subscriber.get("id")),
                 str(subscription.get("message_type")),
                 "yes" if subscription.get("wait_for_completion") else "no",
-                duration(subscription.get("timeout")),
+                f"{subscription.get('timeout')}s",
             )
-    return table
+    return result

@@ -34,7 +34,8 @@ def model_options(model: type[BaseModel], env_prefix: str) -> Callable[[F], F]:
             }
             if not info.is_required():
                 default = info.get_default(call_default_factory=True)
-                kwargs["show_default"] = _show(default)
+                if default is not None:
+                    kwargs["show_default"] = _show(default)
             annotation = _unoptional(info.annotation)
             if annotation is bool:
                 fn = click.option(f"{flag}/--no-{flag[2:]}", name, **kwargs)(fn)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FilePath
 
 from resotolib.graph import DEFAULT_GRAPH
 from resotolib.protocol import Subscription
@@ -17,6 +17,10 @@ class MetricsConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     resotocore_uri: str = Field("http://127.0.0.1:8900", description="Base URL of the core.")
+    psk: str | None = Field(
+        None, description="Pre-shared key of a core started with --psk; every request carries a JWT signed with it."
+    )
+    ca_cert: FilePath | None = Field(None, description="PEM CA certificate to verify a core that serves HTTPS.")
     web_host: str = Field("127.0.0.1", description="Address to serve /metrics and /health on.")
     web_port: int = Field(9955, ge=0, le=65535, description="Port to serve /metrics and /health on (0: any free port).")
     subscriber_id: str = Field("resoto.metrics", min_length=1, description="Id this exporter subscribes with.")

@@ -120,9 +120,10 @@ async def serve(
     try:
         async with AsyncExitStack() as stack:
             session = await stack.enter_async_context(aiohttp.ClientSession())
-            client = CoreClient(config.resotocore_uri, session=session, request_timeout=config.timeout)
+            psk, ca_cert, uri = config.psk, config.ca_cert, config.resotocore_uri
+            client = CoreClient(uri, session=session, request_timeout=config.timeout, psk=psk, ca_cert=ca_cert)
             subscriber = ActionSubscriber(
-                config.resotocore_uri, config.subscriber_id, config.subscriptions(), session=session
+                uri, config.subscriber_id, config.subscriptions(), session=session, psk=psk, ca_cert=ca_cert
             )
             await stack.enter_async_context(subscriber)
             app = create_app(exporter, lambda: subscriber.connected)

@@ -10,6 +10,7 @@ entry with the reason for each failed or skipped one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,9 @@ log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 LISTED_FAILURES = 10
+WRITE_BACK_BATCH = 1000
+WRITE_BACK_SECONDS = 5.0
+"""Within a wave, outcomes are written back every WRITE_BACK_BATCH resources or WRITE_BACK_SECONDS."""
 
 
 async def cleanup_plan(clouds: Sequence[str], client: GraphApi, graph: str, reporter: Reporter, now: datetime) -> int:
@@ -90,17 +94,33 @@ class _Cleaner:
     clock: Clock
     actor: str
     result: CleanupResult = field(default_factory=CleanupResult)
+    pending: list[NodePatch] = field(default_factory=list)
+    """Outcomes not written back yet."""
+    flushed_at: float = 0.0
 
     async def run(self) -> CleanupResult:
-        limit = asyncio.Semaphore(self.parallel)
         for wave in self.plan.waves:
-            outcomes = await asyncio.gather(*(self._delete(nid, limit) for nid in wave))
-            await self._write_back(dict(zip(wave, outcomes, strict=True)))
-        if self.plan.cyclic:
-            await self._write_back({nid: "part of a cycle of delete dependencies" for nid in self.plan.cyclic})
+            await self._wave(wave)
+            await self._flush()
+        for nid in self.plan.cyclic:
+            self._record(nid, "part of a cycle of delete dependencies")
+        await self._flush()
         return self.result
 
-    async def _delete(self, nid: str, limit: asyncio.Semaphore) -> str | None:
+    async def _wave(self, wave: list[str]) -> None:
+        """Delete a wave with `parallel` workers taking ids in turn."""
+        ids = iter(wave)
+        self.flushed_at = time.monotonic()
+
+        async def work() -> None:
+            for nid in ids:
+                self._record(nid, await self._delete(nid))
+                if len(self.pending) >= WRITE_BACK_BATCH or time.monotonic() - self.flushed_at > WRITE_BACK_SECONDS:
+                    await self._flush()
+
+        await asyncio.gather(*(work() for _ in range(min(self.parallel, len(wave)))))
+
+    async def _delete(self, nid: str) -> str | None:
         """None when deleted, else why not."""
         node = self.nodes[nid]
         blocker = self.plan.blocker(nid, self.result.failed)
@@ -110,27 +130,30 @@ class _Cleaner:
         collector = self.collectors.get(ancestor(node, "cloud") or "")
         if collector is None:
             return f"no collector for cloud {ancestor(node, 'cloud')!r}"
-        async with limit:
-            try:
-                await collector.delete(node)
-            except Exception as e:
-                log.warning("cleanup_delete_failed", resource=describe(node), error=describe_error(e))
-                return describe_error(e)
+        try:
+            await collector.delete(node)
+        except Exception as e:
+            log.warning("cleanup_delete_failed", resource=describe(node), error=describe_error(e))
+            return describe_error(e)
         log.info("resource_deleted", resource=describe(node), node_id=nid)
         return None
 
-    async def _write_back(self, outcomes: dict[str, str | None]) -> None:
+    def _record(self, nid: str, error: str | None) -> None:
         at = self.clock().isoformat()
-        patches = []
-        for nid, error in outcomes.items():
-            if error is None:
-                self.result.deleted.append(nid)
-                entry = _entry(at, "cleaned", f"deleted by {self.actor}")
-                patches.append(NodePatch(id=nid, cleaned=True, event_log=[entry]))
-            else:
-                self.result.failed[nid] = error
-                self.result.errors.append(f"{describe(self.nodes[nid])}: {error}")
-                patches.append(NodePatch(id=nid, event_log=[_entry(at, "cleanup_failed", error)]))
+        if error is None:
+            self.result.deleted.append(nid)
+            entry = _entry(at, "cleaned", f"deleted by {self.actor}")
+            self.pending.append(NodePatch(id=nid, cleaned=True, event_log=[entry]))
+        else:
+            self.result.failed[nid] = error
+            self.result.errors.append(f"{describe(self.nodes[nid])}: {error}")
+            self.pending.append(NodePatch(id=nid, event_log=[_entry(at, "cleanup_failed", error)]))
+
+    async def _flush(self) -> None:
+        patches, self.pending = self.pending, []
+        self.flushed_at = time.monotonic()
+        if not patches:
+            return
         try:
             await self.client.patch_nodes(self.graph, patches)
         except Exception as e:

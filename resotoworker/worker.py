@@ -188,8 +188,15 @@ async def serve(config: WorkerConfig, stop: asyncio.Event | None = None) -> None
     try:
         async with (
             aiohttp.ClientSession() as session,
-            CoreClient(config.resotocore_uri, session=session) as client,
-            ActionSubscriber(config.resotocore_uri, config.subscriber_id, subscriptions, session=session) as actions,
+            CoreClient(config.resotocore_uri, session=session, psk=config.psk, ca_cert=config.ca_cert) as client,
+            ActionSubscriber(
+                config.resotocore_uri,
+                config.subscriber_id,
+                subscriptions,
+                session=session,
+                psk=config.psk,
+                ca_cert=config.ca_cert,
+            ) as actions,
         ):
             dispatcher = Dispatcher(actions, Worker(config, client, collectors))
             consumer = loop.create_task(dispatcher.consume(actions), name="consume-actions")

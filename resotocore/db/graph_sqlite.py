@@ -15,11 +15,21 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
+from resotocore.db.graph_docs import Record
 from resotocore.db.graph_lines import numbered_lines
 from resotocore.db.graph_merge import MergeError, apply_merge, begin_merge, stage_lines
-from resotolib.graph import AggregateRequest, AggregateRow, CleanRequest, MergeResult, NodePatch, SearchRequest
+from resotocore.db.graph_store import EdgeRecord
+from resotolib.graph import (
+    AggregateRequest,
+    AggregateRow,
+    CleanRequest,
+    EdgeType,
+    MergeResult,
+    NodePatch,
+    SearchRequest,
+)
 
 __all__ = ["MergeError", "SqliteGraphStore", "connect"]
 from resotocore.db.store import StoreError
@@ -139,8 +149,17 @@ class SqliteGraphStore:
                 yield [line for (line,) in rows]
 
     async def aggregate(self, graph: str, request: AggregateRequest) -> list[AggregateRow]:
-        statement = query.aggregate(graph, request)
-        rows = await self._read(lambda db: db.execute(statement.text, statement.params).fetchall())
+        def run(db: sqlite3.Connection) -> list[Any]:
+            statement = query.aggregate(graph, request)
+            try:
+                return db.execute(statement.text, statement.params).fetchall()
+            except sqlite3.OperationalError as e:
+                if "integer overflow" not in str(e):
+                    raise
+                statement = query.aggregate(graph, request, exact=False)
+                return db.execute(statement.text, statement.params).fetchall()
+
+        rows = await self._read(run)
         width = len(request.group_by)
         return [
             AggregateRow(
@@ -149,6 +168,33 @@ class SqliteGraphStore:
             )
             for row in rows
         ]
+
+    # ---- export and import ------------------------------------------------------------------------
+
+    async def dump(self, graph: str) -> AsyncIterator[list[Record]]:
+        sql = f"SELECT {', '.join(RECORD_COLUMNS)} FROM nodes WHERE graph = ? ORDER BY id"
+        cursor = await self._read(lambda db: db.execute(sql, (graph,)))
+        while rows := await self._read(lambda db: cursor.fetchmany(SEARCH_CHUNK)):
+            yield [_record(row) for row in rows]
+
+    async def dump_edges(self, graph: str) -> AsyncIterator[list[EdgeRecord]]:
+        sql = "SELECT from_id, to_id, edge_type FROM edges WHERE graph = ? ORDER BY edge_type, from_id, to_id"
+        cursor = await self._read(lambda db: db.execute(sql, (graph,)))
+        while rows := await self._read(lambda db: cursor.fetchmany(SEARCH_CHUNK)):
+            yield [(f, t, cast(EdgeType, e)) for f, t, e in rows]
+
+    async def load(self, graph: str, nodes: list[Record], edges: list[EdgeRecord]) -> None:
+        columns = ", ".join(RECORD_COLUMNS)
+        marks = ", ".join("?" * (len(RECORD_COLUMNS) + 1))
+        node_rows = [(graph, *_row(r)) for r in nodes]
+        edge_rows = [(graph, *e) for e in edges]
+
+        def load(db: sqlite3.Connection) -> None:
+            db.executemany(f"INSERT OR REPLACE INTO nodes (graph, {columns}) VALUES ({marks})", node_rows)
+            db.executemany("INSERT OR IGNORE INTO edges (graph, from_id, to_id, edge_type) VALUES (?,?,?,?)", edge_rows)
+
+        async with self._write_lock:
+            await self._write(lambda db: _in_transaction(db, lambda: load(db)))
 
     # ---- threads ------------------------------------------------------------------------------------
 
@@ -171,6 +217,31 @@ class SqliteGraphStore:
         if db is None:
             db = self._local.db = connect(self.path, self._durability)
         return fn(db)
+
+
+RECORD_COLUMNS = (
+    "id", "kind", "cloud", "account", "region", "name", "ctime", "expires", "protected", "clean", "cleaned",
+    "clean_reason", "event_log", "replace_root", "reported", "metadata",
+)  # fmt: skip
+_JSON_COLUMNS = {"event_log", "reported", "metadata"}
+_BOOL_COLUMNS = {"protected", "clean", "cleaned"}
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    record = dict(zip(RECORD_COLUMNS, row, strict=True))
+    for column in _BOOL_COLUMNS:
+        record[column] = bool(record[column])
+    for column in _JSON_COLUMNS:
+        record[column] = json.loads(record[column] or "[]")
+    return record
+
+
+def _row(record: Record) -> tuple[Any, ...]:
+    return tuple(
+        json.dumps(record[c], separators=(",", ":"), ensure_ascii=False) if c in _JSON_COLUMNS
+        else int(record[c]) if c in _BOOL_COLUMNS else record[c]
+        for c in RECORD_COLUMNS
+    )  # fmt: skip
 
 
 def _rollback(db: sqlite3.Connection) -> None:

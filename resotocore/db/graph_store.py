@@ -12,7 +12,15 @@ from typing import Protocol
 
 from resotocore.db.graph_docs import Record
 from resotocore.db.graph_merge import MergeError
-from resotolib.graph import AggregateRequest, AggregateRow, CleanRequest, EdgeType, MergeResult, NodePatch, SearchRequest
+from resotolib.graph import (
+    AggregateRequest,
+    AggregateRow,
+    CleanRequest,
+    EdgeType,
+    MergeResult,
+    NodePatch,
+    SearchRequest,
+)
 
 __all__ = ["EdgeRecord", "GraphStore", "MergeError"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS trigger_times (key TEXT PRIMARY KEY, fired_at TEXT NO
 """
 
 Durability = Literal["normal", "full"]
+EXPORT_CHUNK = 200
 CHECKPOINT_EVERY = 500
 """Commits between two background checkpoints of the write-ahead log."""
 
@@ -118,6 +120,11 @@ class SqliteStore:
         ).fetchall()
         (total,) = self._db.execute("SELECT count(*) FROM runs WHERE workflow_id = ?", (workflow_id,)).fetchone()
         return RunPage([self._load(task_id, doc) for task_id, doc in rows], total)
+
+    async def every_run(self) -> AsyncIterator[list[Run]]:
+        cursor = self._db.execute("SELECT id, doc FROM runs ORDER BY rowid")
+        while rows := cursor.fetchmany(EXPORT_CHUNK):
+            yield [self._load(task_id, doc) for task_id, doc in rows]
 
     async def queue(self) -> list[QueuedRun]:
         rows = self._db.execute("SELECT workflow_id, trigger, queued_at FROM wait_queue ORDER BY queued_at").fetchall()

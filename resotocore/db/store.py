@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -61,5 +62,9 @@ class Store(Protocol):
     async def queue(self) -> list[QueuedRun]: ...
 
     async def trigger_times(self) -> dict[str, datetime]: ...
+
+    def every_run(self) -> AsyncIterator[list[Run]]:
+        """Every stored run with its steps, in the order the runs were first stored (export)."""
+        ...
 
     async def close(self) -> None: ...

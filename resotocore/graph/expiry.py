@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
 _UNITS = {
     "y": timedelta(days=365), "year": timedelta(days=365), "years": timedelta(days=365),
     "mo": timedelta(days=30), "month": timedelta(days=30), "months": timedelta(days=30),
@@ -55,7 +53,10 @@ def parse_time(text: str) -> datetime | None:
         parsed = datetime.fromisoformat(text.strip())
     except (ValueError, AttributeError):
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    try:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # outside the years 1 to 9999 once in UTC
+        return None
 
 
 def expires(expires_tag: object, expiration: object, ctime: object) -> datetime | None:
@@ -76,7 +77,7 @@ def expires(expires_tag: object, expiration: object, ctime: object) -> datetime 
 
 def format_time(at: datetime) -> str:
     """The one text form of times stored and compared in the graph (UTC, second precision)."""
-    return at.astimezone(UTC).strftime(TIME_FORMAT)
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def expires_text(expires_tag: object, resoto_expiration: object, expiration: object, ctime: object) -> str | None:

@@ -49,6 +49,8 @@ def expression(path: str) -> Sql:
     if path in COLUMNS:
         return Sql(COLUMNS[path])
     root, *rest = path.split(".")
+    if root == "desired":  # the core keeps only desired.clean (a column)
+        return Sql("NULL")
     return Sql(f"json_extract({root}, ?)", [json_path(rest)])
 
 
@@ -112,16 +114,19 @@ def search_edges(graph: str, request: SearchRequest) -> Sql:
     cond = where(request.filter)
     limit = -1 if request.limit is None else request.limit
     found = f"SELECT id FROM nodes WHERE graph = ? AND {cond.text} ORDER BY id LIMIT ? OFFSET ?"
+    # found is computed once; each found node's edges come from the primary key, the other end is
+    # looked up in found (an automatic index): linear in the found nodes and their edges.
     return Sql(
-        f"WITH found(id) AS ({found}) "
-        "SELECT json_object('from', e.from_id, 'to', e.to_id, 'edge_type', e.edge_type) FROM edges e "
-        "JOIN found f ON f.id = e.from_id JOIN found t ON t.id = e.to_id "
-        "WHERE e.graph = ? AND e.edge_type = ? ORDER BY e.from_id, e.to_id",
+        f"WITH found(id) AS MATERIALIZED ({found}) "
+        "SELECT json_object('from', e.from_id, 'to', e.to_id, 'edge_type', e.edge_type) "
+        "FROM found f JOIN edges e ON e.graph = ? AND e.from_id = f.id "
+        "WHERE e.edge_type = ? AND +e.to_id IN (SELECT id FROM found) ORDER BY e.from_id, e.to_id",
         [graph, *cond.params, limit, request.offset, graph, request.with_edges],
     )
 
 
-def aggregate(graph: str, request: AggregateRequest) -> Sql:
+def aggregate(graph: str, request: AggregateRequest, exact: bool = True) -> Sql:
+    """GROUP BY the paths; `exact=False` sums as floats (for sums beyond 64-bit integers)."""
     cond = where(request.filter)
     groups = [expression(p) for p in request.group_by]
     selects: list[Sql] = list(groups)
@@ -130,7 +135,8 @@ def aggregate(graph: str, request: AggregateRequest) -> Sql:
             selects.append(Sql("count(*)") if fn.function == "count" else Sql("NULL"))
         else:
             inner = expression(fn.path)
-            selects.append(Sql(f"{fn.function}({inner.text})", inner.params))
+            name = "total" if fn.function == "sum" and not exact else fn.function
+            selects.append(Sql(f"{name}({inner.text})", inner.params))
     columns = ", ".join(s.text for s in selects)
     params = [p for s in selects for p in s.params] + [graph, *cond.params]
     text = f"SELECT {columns} FROM nodes WHERE graph = ? AND {cond.text}"

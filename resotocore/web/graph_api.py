@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import TypeVar
 
 import structlog
 from aiohttp import web
@@ -12,19 +14,21 @@ from pydantic import TypeAdapter, ValidationError
 
 from resotocore.core import CORE
 from resotocore.db.graph_merge import MergeError
-from resotocore.db.graph_sqlite import SqliteGraphStore
+from resotocore.db.graph_store import GraphStore
 from resotocore.db.store import StoreError
 from resotocore.web.errors import ClientError, NotFound
-from resotolib.graph import AggregateRequest, CleanRequest, NodePatch, SearchRequest
+from resotolib.graph import AggregateRequest, AggregateRow, CleanRequest, NodePatch, SearchRequest
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 GRAPH_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 READ_CHUNK = 1 << 16
-_aggregate_rows = TypeAdapter(list[dict[str, object]])
+_aggregate_rows = TypeAdapter(list[AggregateRow])  # JSON without NaN or Infinity: those become null
+Query = TypeVar("Query", SearchRequest, AggregateRequest, CleanRequest)
+MAX_AGGREGATE_TERMS = 100
 
 
-def _graphs(request: web.Request) -> SqliteGraphStore:
+def _graphs(request: web.Request) -> GraphStore:
     return request.app[CORE].graph
 
 
@@ -33,6 +37,37 @@ def _name(request: web.Request) -> str:
     if not GRAPH_NAME.match(name):
         raise ClientError(f"invalid graph name {name!r}: use 1-64 letters, digits, _ and -")
     return name
+
+
+def _parse(model: type[Query], body: bytes) -> Query:
+    """A JSON query; what the model allows but the store cannot take is answered as the client's error."""
+    query = model.model_validate_json(body)
+    _check_values(query.model_dump())
+    if any("\x00" in tag for tag in query.filter.tags):
+        raise ClientError("invalid tag name in filter: NUL character")
+    if isinstance(query, AggregateRequest) and len(query.group_by) + len(query.functions) > MAX_AGGREGATE_TERMS:
+        raise ClientError(f"too many group_by paths and functions: at most {MAX_AGGREGATE_TERMS} together")
+    return query
+
+
+def _check_values(value: object) -> None:
+    """Integers beyond 64 bits and times outside the years 1-9999 (in UTC) cannot be stored or compared."""
+    match value:
+        case bool():
+            pass
+        case int() if not -(1 << 63) <= value < 1 << 63:
+            raise ClientError(f"integer {value} out of range: at most 64 bits (signed)")
+        case datetime():
+            try:
+                value.astimezone(UTC)
+            except (OverflowError, ValueError):
+                raise ClientError(f"time {value.isoformat()} out of range in UTC") from None
+        case dict():
+            for item in value.values():
+                _check_values(item)
+        case list() | tuple():
+            for item in value:
+                _check_values(item)
 
 
 async def _existing(request: web.Request) -> str:
@@ -84,7 +119,7 @@ async def _limited(request: web.Request, max_total: int, max_line: int) -> Async
 @routes.post("/graph/{graph}/search")
 async def search(request: web.Request) -> web.StreamResponse:
     name = await _existing(request)
-    search_request = SearchRequest.model_validate_json(await request.read() or b"{}")
+    search_request = _parse(SearchRequest, await request.read() or b"{}")
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     try:
@@ -93,6 +128,11 @@ async def search(request: web.Request) -> web.StreamResponse:
     except StoreError as e:  # the answer has started: the last line says what went wrong
         log.error("search_failed", graph=name, error=str(e))
         await response.write((json.dumps({"error": str(e)}) + "\n").encode())
+    except ConnectionError:
+        raise  # the client went away: nothing left to tell it
+    except Exception:  # never leave a started answer unfinished: the client would wait forever
+        log.exception("search_failed", graph=name)
+        await response.write(b'{"error": "internal error; see the core\'s log"}\n')
     await response.write_eof()
     return response
 
@@ -100,14 +140,14 @@ async def search(request: web.Request) -> web.StreamResponse:
 @routes.post("/graph/{graph}/aggregate")
 async def aggregate(request: web.Request) -> web.Response:
     name = await _existing(request)
-    rows = await _graphs(request).aggregate(name, AggregateRequest.model_validate_json(await request.read()))
-    return web.json_response([row.model_dump() for row in rows])
+    rows = await _graphs(request).aggregate(name, _parse(AggregateRequest, await request.read()))
+    return web.json_response(text=_aggregate_rows.dump_json(rows).decode())
 
 
 @routes.post("/graph/{graph}/clean")
 async def clean(request: web.Request) -> web.Response:
     name = await _existing(request)
-    marked = await _graphs(request).clean(name, CleanRequest.model_validate_json(await request.read()))
+    marked = await _graphs(request).clean(name, _parse(CleanRequest, await request.read()))
     return web.json_response({"marked": marked})
 
 

@@ -13,7 +13,7 @@ import structlog
 
 from resotolib.graph import Node
 from resotoworker.collector import Collector, CollectorContext, GraphBatch, Progress
-from resotoworker.collectors.example_cloud import STATE_FILE, CloudSpec, ExampleCloud, new_spec
+from resotoworker.collectors.example_cloud import STATE_FILE, CloudSpec, ExampleCloud, new_spec, write_atomically
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +26,9 @@ class ExampleCollector(Collector):
         self._state: ExampleCloud | None = None
         self._lock = asyncio.Lock()
         self._generating = asyncio.Lock()  # CPU-bound: one account at a time is as fast, and holds one batch
+        self._changes = 0
+        self._saved_change = 0
+        self._saving: asyncio.Task[None] | None = None
 
     @property
     def path(self) -> Path:
@@ -73,8 +76,26 @@ class ExampleCollector(Collector):
         if not isinstance(account, str) or not isinstance(region, str):
             raise ValueError(f"node {node.id} has no account and region in metadata.ancestors")
         cloud = await self.state()
-        async with self._lock:
-            await asyncio.to_thread(cloud.delete, account, region, str(node.reported["id"]))
+        if not cloud.indexed(account, region):
+            async with self._lock:  # generating a region's index takes a moment: off the event loop
+                await asyncio.to_thread(cloud.region_index, account, region)
+        cloud.remove(account, region, str(node.reported["id"]))
+        self._changes += 1
+        await self._saved(self._changes)
+
+    async def _saved(self, change: int) -> None:
+        """Return once the state file holds `change`. Group commit: one write covers every change made
+        while the previous write was in progress."""
+        while self._saved_change < change:
+            if self._saving is None or self._saving.done():
+                self._saving = asyncio.get_running_loop().create_task(self._save())
+            await asyncio.shield(self._saving)
+
+    async def _save(self) -> None:
+        cloud = await self.state()
+        change, text = self._changes, cloud.dump()
+        await asyncio.to_thread(write_atomically, cloud.path, text)
+        self._saved_change = max(self._saved_change, change)
 
 
 def add_region(batch: GraphBatch, cloud: ExampleCloud, account: str, region: str) -> None:

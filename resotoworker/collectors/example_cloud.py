@@ -3,12 +3,13 @@ buckets), some expired, some expiring later, some protected.
 
 The resources are a pure function of ``CloudSpec`` (seed, sizes, creation time): each region draws
 from its own ``random.Random``, so a region is generated on its own, streamed, in any order. The state
-file ``example-cloud.json`` holds the spec and the ids deleted since, per account/region; it is small
-even for a million resources and is replaced atomically (temp file + ``os.replace``) on every change.
+file ``example-cloud.json`` holds the spec and what was deleted since (a bitmap per account/region); it
+is small even for a million resources and is replaced atomically (temp file + ``os.replace``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -46,6 +47,8 @@ class CloudSpec:
 
 @dataclass(frozen=True, slots=True)
 class Resource:
+    index: int
+    """Position in its region's generation order."""
     kind: str
     id: str
     ctime: datetime
@@ -81,9 +84,10 @@ def generate_region(spec: CloudSpec, account: int, region: int) -> Iterator[Reso
             yield _volume(rng, k, now, instances)
         else:
             life = _lifecycle(rng, now)
+            fields = {"bucket_objects": rng.randrange(10_000)}
             yield Resource(
-                "example_bucket", f"bucket-{k:07d}", life.ctime, life.tags, {"bucket_objects": rng.randrange(10_000)},
-                life.protected, None, life.expires,
+                k, "example_bucket", f"bucket-{k:07d}", life.ctime, life.tags, fields, life.protected,
+                expires=life.expires,
             )  # fmt: skip
 
 
@@ -126,7 +130,9 @@ def _instance(rng: random.Random, k: int, life: _Lifecycle) -> Resource:
         "instance_type": instance_type,
         "instance_status": rng.choice(("running", "running", "stopped")),
     }
-    return Resource("example_instance", f"i-{k:07d}", life.ctime, life.tags, fields, life.protected, None, life.expires)
+    return Resource(
+        k, "example_instance", f"i-{k:07d}", life.ctime, life.tags, fields, life.protected, None, life.expires
+    )
 
 
 def _volume(rng: random.Random, k: int, now: datetime, instances: list[Resource]) -> Resource:
@@ -136,12 +142,14 @@ def _volume(rng: random.Random, k: int, now: datetime, instances: list[Resource]
         owner = rng.choice(instances)
         fields = {"volume_size": size, "volume_type": volume_type, "volume_status": "in-use"}
         return Resource(
-            "example_volume", f"vol-{k:07d}", owner.ctime, dict(owner.tags), fields,
+            k, "example_volume", f"vol-{k:07d}", owner.ctime, dict(owner.tags), fields,
             owner.protected, owner.id, owner.expires,
         )  # fmt: skip
     life = _lifecycle(rng, now)
     fields = {"volume_size": size, "volume_type": volume_type, "volume_status": "available"}
-    return Resource("example_volume", f"vol-{k:07d}", life.ctime, life.tags, fields, life.protected, None, life.expires)
+    return Resource(
+        k, "example_volume", f"vol-{k:07d}", life.ctime, life.tags, fields, life.protected, None, life.expires
+    )
 
 
 class ResourceNotFound(LookupError):
@@ -154,12 +162,13 @@ class ResourceInUse(RuntimeError):
 
 @dataclass
 class ExampleCloud:
-    """The simulated cloud behind one state file."""
+    """The simulated cloud behind one state file. Deletions are kept per region as a bitmap over the
+    generation order, so the file stays small (a bit per resource) however much is deleted."""
 
     path: Path
     spec: CloudSpec
-    deleted: dict[str, set[str]] = field(default_factory=dict)
-    """``account/region`` to the ids deleted there."""
+    deleted: dict[str, bytearray] = field(default_factory=dict)
+    """``account/region`` to a bitmap: bit k set when the k-th generated resource is deleted."""
     _index: dict[str, dict[str, Resource]] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -180,29 +189,37 @@ class ExampleCloud:
             seed=state["seed"], accounts=state["accounts"], regions=state["regions"],
             resources=state["resources"], now=datetime.fromisoformat(state["created_at"]),
         )  # fmt: skip
-        return cls(path, stored, {key: set(ids) for key, ids in state["deleted"].items()})
+        deleted = {key: bytearray(base64.b64decode(bits)) for key, bits in state["deleted"].items()}
+        return cls(path, stored, deleted)
 
     def resources(self, account: str, region: str) -> Iterator[Resource]:
         """The resources that exist in one region, in generation order."""
         a, r = self._indices(account, region)
-        gone = self.deleted.get(f"{account}/{region}", set())
-        return (res for res in generate_region(self.spec, a, r) if res.id not in gone)
+        gone = self.deleted.get(f"{account}/{region}", bytearray())
+        return (res for res in generate_region(self.spec, a, r) if not _is_set(gone, res.index))
+
+    def remove(self, account: str, region: str, resource_id: str) -> Resource:
+        """Delete one resource in memory (see ``save``); raises ResourceNotFound or ResourceInUse."""
+        key = f"{account}/{region}"
+        index = self.region_index(account, region)
+        gone = self.deleted.setdefault(key, bytearray((self.spec.resources + 7) // 8))
+        resource = index.get(resource_id)
+        if resource is None or _is_set(gone, resource.index):
+            raise ResourceNotFound(f"{key}: no resource {resource_id!r}")
+        attached = index[resource.attached_to] if resource.attached_to is not None else None
+        if attached is not None and not _is_set(gone, attached.index):
+            raise ResourceInUse(f"{key}: {resource_id} is attached to {attached.id}")
+        gone[resource.index // 8] |= 1 << (resource.index % 8)
+        return resource
 
     def delete(self, account: str, region: str, resource_id: str) -> Resource:
-        """Delete one resource and save; raises ResourceNotFound or ResourceInUse."""
-        key = f"{account}/{region}"
-        index = self._region_index(account, region)
-        gone = self.deleted.setdefault(key, set())
-        resource = index.get(resource_id)
-        if resource is None or resource_id in gone:
-            raise ResourceNotFound(f"{key}: no resource {resource_id!r}")
-        if resource.attached_to is not None and resource.attached_to not in gone:
-            raise ResourceInUse(f"{key}: {resource_id} is attached to {resource.attached_to}")
-        gone.add(resource_id)
+        """Delete one resource and save at once."""
+        resource = self.remove(account, region, resource_id)
         self.save()
         return resource
 
-    def save(self) -> None:
+    def dump(self) -> str:
+        """The state file's content."""
         state = {
             "version": VERSION,
             "seed": self.spec.seed,
@@ -210,22 +227,41 @@ class ExampleCloud:
             "regions": self.spec.regions,
             "resources": self.spec.resources,
             "created_at": self.spec.now.isoformat(),
-            "deleted": {key: sorted(ids) for key, ids in sorted(self.deleted.items()) if ids},
+            "deleted_count": sum(int.from_bytes(bits, "little").bit_count() for bits in self.deleted.values()),
+            "deleted": {
+                key: base64.b64encode(bits).decode() for key, bits in sorted(self.deleted.items()) if any(bits)
+            },
         }
-        write_atomically(self.path, json.dumps(state, indent=1))
+        return json.dumps(state, indent=1)
+
+    def save(self) -> None:
+        write_atomically(self.path, self.dump())
 
     def _indices(self, account: str, region: str) -> tuple[int, int]:
-        try:
-            return self.spec.account_ids().index(account), self.spec.region_ids().index(region)
-        except ValueError:
-            raise ResourceNotFound(f"no region {account}/{region} in the example cloud") from None
+        a, r = _number(account, "example-account-"), _number(region, "example-region-")
+        if not (0 <= a < self.spec.accounts and 0 <= r < self.spec.regions):
+            raise ResourceNotFound(f"no region {account}/{region} in the example cloud")
+        return a, r
 
-    def _region_index(self, account: str, region: str) -> dict[str, Resource]:
+    def indexed(self, account: str, region: str) -> bool:
+        return f"{account}/{region}" in self._index
+
+    def region_index(self, account: str, region: str) -> dict[str, Resource]:
+        """Every resource generated in a region (deleted ones too) by id; built on first use."""
         key = f"{account}/{region}"
         if key not in self._index:
             a, r = self._indices(account, region)
             self._index[key] = {res.id: res for res in generate_region(self.spec, a, r)}
         return self._index[key]
+
+
+def _is_set(bits: bytearray, index: int) -> bool:
+    return index // 8 < len(bits) and bool(bits[index // 8] & (1 << (index % 8)))
+
+
+def _number(name: str, prefix: str) -> int:
+    digits = name.removeprefix(prefix)
+    return int(digits) if name.startswith(prefix) and digits.isdigit() else -1
 
 
 def write_atomically(path: Path, text: str) -> None:

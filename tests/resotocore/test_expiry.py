@@ -54,3 +54,10 @@ def test_first_non_empty_duration_tag() -> None:
     assert expires_text(None, " ", "5h", CTIME) == "2026-01-01T05:00:00Z"
     assert expires_text(None, None, None, CTIME) is None
     assert expires_text(None, 7, "1d", CTIME) == "2026-01-02T00:00:00Z"  # a non-string tag is skipped
+
+
+def test_stored_times_sort_as_text_across_all_years() -> None:
+    early = expires_text("0005-01-01T00:00:00", None, None, None)
+    late = expires_text("2026-01-01T00:00:00", None, None, None)
+    assert early == "0005-01-01T00:00:00Z" and late is not None and early < late
+    assert expires_text("9999-12-31T23:59:59-23:00", None, None, None) is None  # beyond year 9999 in UTC

@@ -140,6 +140,13 @@ async def test_search_filters_paging_and_edges(core_client: CoreClientFactory) -
     assert await ids(client, expired_before="2026-03-01T00:00:00Z") == {"i-0", "b-1"}
     assert await ids(client, expired_before="2026-03-01T00:00:00Z", protected=False) == {"i-0"}
     assert await ids(client, region="us-1", kinds=["example_bucket"]) == {"b-1"}
+    assert await ids(client, fields=[{"path": "desired.other", "op": "exists"}]) == set()
+    assert await ids(
+        client, fields=[{"path": "desired.clean", "value": False}, {"path": "kind", "value": "region"}]
+    ) == {
+        "eu-1",
+        "us-1",
+    }
     assert await ids(client, fields=[{"path": "reported.instance_type", "op": "in", "value": ["small"]}]) == {"i-1"}
     not_volume = {"path": "kind", "op": "!=", "value": "example_volume"}
     in_eu = {"path": "region", "value": "eu-1"}

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from aiohttp import web
 
+from resotocore.db.arango_conn import ArangoConnection, http_url
+from resotocore.db.arango_store import ArangoStore, micros
 from resotocore.db.sqlite import SqliteStore
 from resotocore.db.store import Changes, QueuedRun, Store, StoreError
 from resotocore.workflow.machine import Run, RunStatus
@@ -16,11 +25,28 @@ from resotolib.protocol import Subscriber, SubscriberId, Subscription, TaskId
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite"])
+ARANGO_URL = os.environ.get("RESOTOCORE_TEST_ARANGO_URL", "")
+needs_arango = pytest.mark.skipif(
+    not ARANGO_URL, reason="RESOTOCORE_TEST_ARANGO_URL is not set (an ArangoDB server, e.g. http://root:pw@host:8529)"
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("arangodb", marks=needs_arango)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend = SqliteStore(tmp_path / "store.db")
-    yield backend
-    await backend.close()
+    if request.param == "sqlite":
+        backend = SqliteStore(tmp_path / "store.db")
+        yield backend
+        await backend.close()
+        return
+    parts = urlsplit(ARANGO_URL)
+    url = f"{parts.scheme}://{parts.hostname}:{parts.port or 8529}"
+    name = f"resoto_test_{uuid.uuid4().hex[:12]}"
+    conn = ArangoConnection.connect(url, name, unquote(parts.username or "root"), unquote(parts.password or ""))
+    arango = await ArangoStore.open(conn)
+    yield arango
+    await arango.close()
+    conn.drop()
+    conn.close()
 
 
 def run(task_id: str, workflow: str = "wf", minutes: int = 0, status: RunStatus = RunStatus.running) -> Run:
@@ -102,3 +128,72 @@ async def test_only_changed_steps_are_written_and_all_are_read_back(store: Store
     loaded = await store.run(TaskId("a"))
     assert loaded is not None
     assert [s.name for s in loaded.steps] == ["s0", "s1b", "s2"]
+
+
+async def test_every_run_lists_runs_in_the_order_first_stored(store: Store) -> None:
+    for name, minutes in (("late", 5), ("early", 0), ("middle", 2)):
+        await store.commit(Changes(runs=[run(name, minutes=minutes)]))
+    await store.commit(Changes(runs=[run("late", minutes=5, status=RunStatus.succeeded)]))
+    listed = [r async for batch in store.every_run() for r in batch]
+    assert [(r.id, r.status) for r in listed] == [
+        ("late", RunStatus.succeeded), ("early", RunStatus.running), ("middle", RunStatus.running)
+    ]  # fmt: skip
+
+
+async def test_one_commit_may_add_and_remove_the_same_keys(store: Store) -> None:
+    sub = Subscriber(id=SubscriberId("w"), subscriptions={})
+    await store.commit(Changes(subscribers=[sub], deleted_subscribers=[sub.id], queued=[QueuedRun("wf", "t", T0)],
+                               dequeued=["wf"]))  # fmt: skip
+    assert await store.subscribers() == [] and await store.queue() == []
+    odd = Subscriber(id=SubscriberId("a/b c?ü"), subscriptions={})  # any text is a valid id
+    await store.commit(Changes(subscribers=[odd], runs=[run("task/ü 1")]))
+    assert await store.subscribers() == [odd]
+    assert await store.run(TaskId("task/ü 1")) is not None
+
+
+# ---- ArangoDB: what can be checked without a server ----------------------------------------------
+
+
+def test_urls_and_sort_keys() -> None:
+    assert http_url("arangodb://db:8529") == "http://db:8529"
+    assert http_url("arangodbs://db:8529/") == "https://db:8529"
+    assert http_url("https://a:1,https://b:2") == "https://a:1,https://b:2"
+    assert micros(T0) < micros(T0 + timedelta(microseconds=1)) == micros((T0 + timedelta(microseconds=1)).replace(
+        tzinfo=None))  # fmt: skip
+
+
+async def refusal(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "resotocore", "--port", "0", "--log-format", "json", *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, stderr.decode()
+
+
+async def test_an_unreachable_server_is_refused_in_one_line(tmp_path: Path, unused_tcp_port: int) -> None:
+    code, stderr = await refusal("--data-dir", str(tmp_path), "--db", f"arangodb://127.0.0.1:{unused_tcp_port}")
+    assert code == 1 and "Traceback" not in stderr
+    (line,) = stderr.strip().splitlines()
+    assert "startup_failed" in line and f"cannot reach ArangoDB at http://127.0.0.1:{unused_tcp_port}" in line
+
+
+async def test_wrong_credentials_are_refused_in_one_line(tmp_path: Path, aiohttp_server: Any) -> None:
+    """A stand-in that answers like ArangoDB does to a wrong password (401 with an error body)."""
+    seen: list[str] = []
+
+    async def unauthorized(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        body = {"error": True, "errorNum": 11, "errorMessage": "not authorized to execute this request", "code": 401}
+        return web.json_response(body, status=401)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", unauthorized)
+    server = await aiohttp_server(app)
+    url = f"arangodb://127.0.0.1:{server.port}"
+    code, stderr = await refusal("--data-dir", str(tmp_path), "--db", url, "--db-user", "me", "--db-password", "bad")
+    assert code == 1 and "Traceback" not in stderr and "bad" not in stderr
+    (line,) = stderr.strip().splitlines()
+    assert f"ArangoDB at http://127.0.0.1:{server.port} refused the credentials of user 'me'" in line
+    assert seen and all(path.startswith("/_db/resoto/") for path in seen)

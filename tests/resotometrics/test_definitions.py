@@ -163,3 +163,13 @@ def test_replacing_everything_with_nothing_is_refused(tmp_path: Path) -> None:
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DefinitionError, match=r"nope.yaml: cannot read the file"):
         load_definitions(tmp_path / "nope.yaml")
+
+
+def test_documented_example_is_valid(tmp_path: Path) -> None:
+    readme = Path(__file__).parents[2] / "resotometrics" / "README.md"
+    example = readme.read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    definitions = by_name(load_definitions(path))
+    assert list(definitions)[-2:] == ["resoto_gpu_instances_total", "resoto_largest_volume_bytes"]
+    assert definitions["resoto_gpu_instances_total"].labels["owner"] == "reported.tags.owner"

@@ -261,3 +261,24 @@ async def test_metrics_equal_the_graph_and_survive_a_failing_core(
     exporter.signal(signal.SIGTERM)
     assert await exporter.wait() == 0
     assert exporter.log[-1]["event"] == "metrics_stopped"
+
+
+async def test_exporter_signs_its_requests_for_a_core_with_a_psk(
+    core_process: StartCore, metrics_process: StartMetrics
+) -> None:
+    core = await core_process("--psk", "s3cret")
+    batch = GraphBatch("example", "acc-1")
+    batch.resource("example_instance", "r1", "i-1", instance_cores=2, instance_memory=4, instance_type="ex.small")
+    async with CoreClient(core.url, psk="s3cret") as client:
+        await client.merge("resoto", batch.ndjson())
+        wrong = await metrics_process("--resotocore-uri", core.url, "--psk", "wrong", "--web-port", "0")
+        refused = await wrong.wait_for("core_unreachable")
+        assert "401" in refused["reason"], refused
+        exporter = await metrics_process(
+            "--resotocore-uri", core.url, "--psk", "s3cret", "--web-port", "0", "--subscriber-id", "m1"
+        )
+        await exporter.wait_for("subscriber_connected")
+        task = await run_workflow(client, "metrics")
+        assert task["success"], f"{task}\n{exporter.tail()}"
+    _, samples = await scrape(exporter.url)
+    assert sum(only(samples, "resoto_instances_total").values()) == 1.0

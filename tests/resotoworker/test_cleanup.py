@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from resotolib.graph import Edge, Filter, Node
+from resotoworker import cleanup as cleanup_module
 from resotoworker.cleanup import cleanup, cleanup_plan
 from resotoworker.handler import ActionFailed
 from tests.resotoworker.support import FakeCollector, FakeGraph, RecordingReporter, delete_edge, resource
@@ -114,3 +115,12 @@ async def test_nothing_marked_is_a_quick_success() -> None:
     reporter = await run_cleanup(graph, FakeCollector())
     assert graph.patches == []
     assert reporter.infos == [("info", "deleted 0 of 0 resources marked for cleanup")]
+
+
+async def test_outcomes_of_a_large_wave_are_written_back_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cleanup_module, "WRITE_BACK_BATCH", 3)
+    graph = FakeGraph([resource(f"r{n}") for n in range(10)])
+    reporter = await run_cleanup(graph, FakeCollector(), parallel=2)
+    assert len(graph.patches) >= 3
+    assert sorted(p.id for batch in graph.patches for p in batch) == sorted(f"n-r{n}" for n in range(10))
+    assert [call[1] for call in reporter.progress_calls] == sorted(call[1] for call in reporter.progress_calls)

@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from resotolib.client import CoreClient
+import pytest
+
+from resotolib.client import CoreClient, CoreError
 from resotolib.graph import Filter, Node, SearchRequest
 from resotolib.protocol import Event, parse_message
 from resotoworker.collectors.example_cloud import STATE_FILE, CloudSpec, ExampleCloud, generate_region
@@ -181,3 +183,23 @@ async def test_sigint_during_a_collect_stops_the_worker_quickly_and_answers(
         collect = next(s for s in (await client.task(started["task_id"]))["steps"] if s["name"] == "collect")
         outcome = collect["subscribers"]["resoto.worker"]
         assert outcome == {**outcome, "outcome": "error", "error": "resoto.worker stopped while handling the action"}
+
+
+async def test_worker_signs_its_requests_for_a_core_with_a_psk(
+    core_process: StartCore, worker_process: StartWorker, tmp_path: Path, monkeypatch: Any
+) -> None:
+    core = await core_process("--psk", "s3cret")
+    monkeypatch.setenv("RESOTOWORKER_PSK", "s3cret")  # the env var, as docker-compose passes it
+    worker = await worker_process(
+        "--resotocore-uri", core.url, "--collector", "example", "--data-dir", str(tmp_path / "worker"),
+        "--example-accounts", "1", "--example-regions", "1", "--example-resources", "5",
+    )  # fmt: skip
+    await worker.wait_for("subscriber_connected")
+    async with CoreClient(core.url, psk="s3cret") as client:
+        task = await run_workflow(client, core, worker)
+        collect = next(step for step in task["steps"] if step["name"] == "collect")
+        assert collect["subscribers"]["resoto.worker"]["outcome"] == "done"
+    async with CoreClient(core.url) as client:
+        with pytest.raises(CoreError) as info:
+            await client.subscribers()
+        assert info.value.status == 401

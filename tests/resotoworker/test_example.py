@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections import Counter
@@ -12,7 +13,8 @@ from typing import Any
 import pytest
 
 from resotolib.graph import Node
-from resotoworker.collector import CollectorContext, load_collectors
+from resotoworker.collector import CollectorContext, GraphBatch, load_collectors
+from resotoworker.collectors import example
 from resotoworker.collectors.example import ExampleCollector
 from resotoworker.collectors.example_cloud import (
     STATE_FILE,
@@ -158,13 +160,26 @@ async def test_collect_account_batches_every_resource_with_delete_edges(tmp_path
     assert len(lines) == len(batch.nodes) + len(batch.edges)
 
 
+def as_found(batch: GraphBatch) -> list[Node]:
+    """The batch's resources as the core's search returns them: with metadata.ancestors."""
+    regions = {n.id: n.reported["id"] for n in batch.nodes if n.kind == "region"}
+    parent = {e.to_id: e.from_id for e in batch.edges if e.edge_type == "default"}
+    return [
+        Node(
+            id=n.id,
+            reported=n.reported,
+            metadata={"ancestors": {"cloud": batch.cloud, "account": batch.account, "region": regions[parent[n.id]]}},
+        )
+        for n in batch.nodes
+        if n.kind.startswith("example_")
+    ]
+
+
 async def test_collector_delete_by_node(tmp_path: Path) -> None:
     collector = ExampleCollector(context(tmp_path))
     batch = await collector.collect_account("example-account-0", _no_progress)
     bucket = next(n for n in batch.nodes if n.kind == "example_bucket")
-    region = next(n for n in batch.nodes if n.kind == "region")  # resources of region 0 come first
-    ancestors = {"cloud": "example", "account": "example-account-0", "region": region.reported["id"]}
-    node = Node(id=bucket.id, reported=bucket.reported, metadata={"ancestors": ancestors})
+    node = next(n for n in as_found(batch) if n.id == bucket.id)
     await collector.delete(node)
     with pytest.raises(ResourceNotFound):
         await collector.delete(node)
@@ -176,3 +191,24 @@ async def test_collector_delete_by_node(tmp_path: Path) -> None:
 
 async def _no_progress(name: str, current: int, total: int) -> None:
     pass
+
+
+async def test_concurrent_deletes_share_writes_of_the_state_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector = ExampleCollector(context(tmp_path, example_resources=200))
+    batch = await collector.collect_account("example-account-1", _no_progress)
+    unattached = [n for n in as_found(batch) if n.reported.get("volume_status") != "in-use"]
+    writes: list[str] = []
+
+    def counting_write(path: Path, text: str) -> None:
+        writes.append(text)
+        write_atomically(path, text)
+
+    monkeypatch.setattr(example, "write_atomically", counting_write)
+    await asyncio.gather(*(collector.delete(n) for n in unattached))
+    assert 1 <= len(writes) < len(unattached) / 10
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert state["deleted_count"] == len(unattached)
+    left = await ExampleCollector(context(tmp_path)).collect_account("example-account-1", _no_progress)
+    assert {n.reported.get("volume_status") for n in left.nodes if n.kind.startswith("example_")} == {"in-use"}

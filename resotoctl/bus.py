@@ -1,0 +1,78 @@
+"""``resotoctl subscribers list`` and ``resotoctl events``: who listens on the bus, and what goes by."""
+
+from __future__ import annotations
+
+import click
+
+from resotoctl.config import Ctl
+from resotoctl.errors import EXIT_FAILED, CtlError, execute
+from resotoctl.output import Output, plain
+from resotoctl.render import subscribers_table
+from resotolib.protocol import serialize
+
+
+def split_names(values: tuple[str, ...]) -> list[str]:
+    """``("a,b", "c")`` → ``["a", "b", "c"]``: comma lists and repeated options alike."""
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+@click.group()
+def subscribers() -> None:
+    """The subscribers of the core and the actions they answer.
+
+    \b
+    Examples:
+      resotoctl subscribers list
+      resotoctl --json subscribers list | jq -r '.[].id'
+    """
+
+
+@subscribers.command("list")
+@click.pass_obj
+def list_subscribers(ctl: Ctl) -> None:
+    """Every subscriber with its subscriptions: action, whether runs wait for it, its answer timeout.
+
+    \b
+    Examples:
+      resotoctl subscribers list
+      resotoctl --json subscribers list | jq -r '.[] | select(.subscriptions.collect) | .id'
+    """
+
+    async def main() -> None:
+        async with ctl.client() as client:
+            found = await client.subscribers()
+        out = Output(ctl.as_json)
+        if out.as_json:
+            out.document(found)
+        elif not found:
+            out.show("no subscribers")
+        else:
+            out.show(subscribers_table(plain(found)))
+
+    execute(main())
+
+
+@click.command()
+@click.option("--show", multiple=True, metavar="TYPES", help="Only these message types (comma-separated, repeatable).")
+@click.pass_obj
+def events(ctl: Ctl, show: tuple[str, ...]) -> None:
+    """Print every message on the core's bus as one JSON line, as it happens, until stopped.
+
+    Lines are flushed one by one, so the output can be piped. Ctrl-C ends it (exit 130); the end of the
+    stream (the core stopped) is an error (exit 1).
+
+    \b
+    Examples:
+      resotoctl events
+      resotoctl events --show task_started,task_end
+      resotoctl events --show step_end | jq -r 'select(.data.success == false) | .data.step'
+    """
+
+    async def main() -> None:
+        out = Output(as_json=True)
+        async with ctl.client() as client:
+            async for message in client.events(split_names(show) or None):
+                out.line(serialize(message))
+        raise CtlError("the core closed the event stream", EXIT_FAILED)
+
+    execute(main())

@@ -1,0 +1,216 @@
+"""``resotoctl stack``: the whole system on this machine, without Docker, until Ctrl-C.
+
+It starts ``resotocore`` (embedded SQLite under DATA_DIR/core), waits until it is ready, starts
+``resotoworker`` (the ``example`` collector, ``--cleanup --cleanup-expired``, state under DATA_DIR/worker)
+and ``resotometrics``, waits until both are subscribed, starts ``collect_and_cleanup`` once, and prints
+where to look. From then on the core's hourly schedule runs the workflow. Every process logs to
+DATA_DIR/logs/NAME.log. What runs is decided in ``stack_plan``; ``stack_procs`` starts and stops the
+processes, ``stack_probe`` asks the core, ``stack_view`` prints.
+
+Ctrl-C (SIGINT) or SIGTERM stops the processes in reverse order (exporter, worker, core): SIGTERM, a wait
+of ``--stop-timeout`` seconds, SIGKILL; the exit code is then 0. A process that ends by itself is never
+restarted: it is reported (name, exit code, the last lines of its log), the others are stopped the same
+way, and the exit code is 1. The same holds while starting up, and for a core that is not ready or
+processes that do not subscribe within ``--ready-timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import aiohttp
+import click
+import structlog
+
+from resotoctl.config import Ctl
+from resotoctl.errors import EXIT_FAILED, EXIT_OK, CtlError, describe, execute
+from resotoctl.output import Output
+from resotoctl.stack_plan import ENV_PREFIX, ProcessSpec, StackConfig, describe_exit, plan, stop_order
+from resotoctl.stack_probe import Probe
+from resotoctl.stack_procs import Child, spawn, stop
+from resotoctl.stack_view import StackView
+from resotolib.client import CoreError
+from resotolib.settings import build, model_options
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+TAIL_LINES = 20
+DEATH_NOTICE_SECONDS = 0.5
+"""When a request fails, how long to wait for the news that a process died (the likely cause)."""
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived: stop everything, exit 0."""
+
+
+class ChildDied(Exception):
+    """A process of the stack ended by itself."""
+
+    def __init__(self, child: Child) -> None:
+        super().__init__(child.name)
+        self.child = child
+
+
+class Supervisor:
+    """The processes of the stack, watched from their start to their stop."""
+
+    def __init__(self, config: StackConfig, view: StackView) -> None:
+        self.config = config
+        self.view = view
+        self.children: list[Child] = []
+        self.stop_reason = ""
+        self.died: Child | None = None
+        self.hurry = asyncio.Event()
+        self._changed = asyncio.Event()
+        """Set when a stop is requested or a process died: whatever the stack waits for is abandoned."""
+        self._watchers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def request_stop(self, reason: str) -> None:
+        """The first signal stops the stack; a signal while it stops cuts the stop timeouts short."""
+        if self.stop_reason or self._stopping:
+            self.hurry.set()
+            return
+        log.info("stop_requested", reason=reason)
+        self.stop_reason = reason
+        self._changed.set()
+
+    async def start(self, spec: ProcessSpec) -> Child:
+        self._raise_if_changed()
+        try:
+            child = await spawn(spec, os.environ)
+        except OSError as e:
+            raise CtlError(f"could not start {spec.name}: {e}") from e
+        self.children.append(child)
+        self._watchers.append(asyncio.get_running_loop().create_task(self._watch(child)))
+        self.view.started(child)
+        return child
+
+    async def guard(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` unless a stop is requested or a process dies first (then raise that)."""
+        self._raise_if_changed()
+        loop = asyncio.get_running_loop()
+        work = asyncio.ensure_future(awaitable)
+        changed = loop.create_task(self._changed.wait())
+        try:
+            await asyncio.wait({work, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+        if not work.cancelled() and work.exception() is None:
+            return work.result()
+        if not work.cancelled():  # it failed: perhaps because a process died, which then is the news
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), DEATH_NOTICE_SECONDS)
+        self._raise_if_changed()
+        return work.result()  # its own failure
+
+    async def stop_all(self, reason: str) -> None:
+        """Stop every process still running, in the reverse order of their start; one that ended by itself
+        meanwhile (besides the one already reported) is reported too."""
+        self._stopping = True
+        running = [c for c in self.children if c.returncode is None]
+        self.view.stopping(reason, stop_order(c.name for c in running))
+        for child in reversed(self.children):
+            if child.returncode is None:
+                killed = await stop(child, self.config.stop_timeout, self.hurry)
+                self.view.stopped(child, killed)
+            elif not child.stopping and child is not self.died:
+                self.view.died(child, child.log_tail(TAIL_LINES))
+            child.stopping = True
+        for watcher in self._watchers:
+            watcher.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+
+    def _raise_if_changed(self) -> None:
+        if self.died is not None:
+            raise ChildDied(self.died)
+        if self.stop_reason:
+            raise StopRequested(self.stop_reason)
+
+    async def _watch(self, child: Child) -> None:
+        code = await child.proc.wait()
+        if child.stopping or self._stopping or self.died is not None:
+            return  # expected, or reported by stop_all
+        log.info("process_died", process=child.name, pid=child.pid, returncode=code)
+        self.died = child
+        self._changed.set()
+
+
+async def bring_up(config: StackConfig, supervisor: Supervisor, probe: Probe) -> None:
+    """Start the processes, the first run, and print where to look; then wait for a stop or a death."""
+    core, *clients = plan(config, sys.executable)
+    await supervisor.start(core)
+    await supervisor.guard(probe.wait_ready())
+    for spec in clients:
+        await supervisor.start(spec)
+    await supervisor.guard(probe.wait_subscribed())
+    answer = await supervisor.guard(probe.run_workflow())
+    supervisor.view.ready(config, supervisor.children, answer)
+    await supervisor.guard(asyncio.Event().wait())  # until Ctrl-C, SIGTERM or a process dies
+
+
+async def run_stack(config: StackConfig, view: StackView) -> int:
+    """The stack from start to stop; exit code 0 after a requested stop, CtlError (exit 1) otherwise."""
+    supervisor = Supervisor(config, view)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, supervisor.request_stop, sig.name)
+    failure: CtlError | None = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            await bring_up(config, supervisor, Probe(session, config))
+    except StopRequested:
+        pass
+    except ChildDied as e:
+        view.died(e.child, e.child.log_tail(TAIL_LINES))
+        how = describe_exit(e.child.returncode or 0)
+        failure = CtlError(f"{e.child.name} died ({how}); the stack stopped. Its log: {e.child.spec.log_file}")
+    except CtlError as e:
+        failure = e
+    except CoreError as e:
+        failure = describe(e)
+    finally:
+        reason = supervisor.stop_reason or (f"{supervisor.died.name} died" if supervisor.died else "the stack failed")
+        await supervisor.stop_all(reason)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    code = EXIT_FAILED if failure else EXIT_OK
+    view.done(code)
+    if failure:
+        raise failure
+    return code
+
+
+@click.command("stack")
+@model_options(StackConfig, ENV_PREFIX)
+@click.pass_obj
+def stack(ctl: Ctl, /, **values: Any) -> None:
+    """Run the whole system on this machine: core (SQLite), worker (example cloud, cleanup), metrics exporter.
+
+    Starts the three processes, runs collect_and_cleanup once as soon as the worker and the exporter
+    have subscribed (then hourly, on the core's schedule), and prints where to look. Logs go to
+    DATA_DIR/logs. Ctrl-C or SIGTERM stops every process (exporter, worker, core) and exits 0. A process
+    that dies is reported with the end of its log, the others are stopped, and the exit code is 1.
+    The processes also read their own variables (RESOTOCORE_SCHEDULE, RESOTOWORKER_EXAMPLE_SEED, ...);
+    --psk (or the global --psk) is given to all three through their environment.
+
+    \b
+    Examples:
+      resotoctl stack
+      resotoctl stack --data-dir /tmp/resoto --core-port 8901 --metrics-port 9956
+      resotoctl stack --example-accounts 3 --example-resources 200 --psk "$(openssl rand -hex 16)"
+      resotoctl --json stack | jq -c 'select(.event == "process_died")'
+    """
+    config = build(StackConfig, values)
+    if config.psk is None and ctl.connection.psk:
+        config = config.model_copy(update={"psk": ctl.connection.psk})
+    execute(run_stack(config, StackView(Output(ctl.as_json))))

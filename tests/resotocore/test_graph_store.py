@@ -1,0 +1,355 @@
+"""The graph storage contract: SQLite always, ArangoDB when RESOTOCORE_TEST_ARANGO_URL names a server.
+
+Also, without any server: the Python merge planner that the ArangoDB backend runs (graph_lines,
+graph_plan, graph_docs) is held against the SQLite backend on the same batches, line for line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from resotocore.db.graph_docs import STATE_DEFAULTS, Record, node_line
+from resotocore.db.graph_lines import parse_line
+from resotocore.db.graph_merge import PROBLEM, MergeError
+from resotocore.db.graph_plan import Ancestry, Staging, Stored
+from resotocore.db.graph_sqlite import SqliteGraphStore
+from resotocore.db.graph_store import GraphStore
+from resotolib.graph import AggregateRequest, CleanRequest, Filter, NodePatch, SearchRequest
+from resotoworker.collector import GraphBatch
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+ARANGO_URL = os.environ.get("RESOTOCORE_TEST_ARANGO_URL", "")
+needs_arango = pytest.mark.skipif(
+    not ARANGO_URL, reason="RESOTOCORE_TEST_ARANGO_URL is not set (an ArangoDB server, e.g. http://root:pw@host:8529)"
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("arangodb", marks=needs_arango)])
+async def graphs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[GraphStore]:
+    if request.param == "sqlite":
+        store = SqliteGraphStore(tmp_path / "graph.db")
+        yield store
+        await store.close()
+        return
+    from resotocore.db.arango_conn import ArangoConnection
+    from resotocore.db.graph_arango import ArangoGraphStore
+
+    parts = urlsplit(ARANGO_URL)
+    url = f"{parts.scheme}://{parts.hostname}:{parts.port or 8529}"
+    name = f"resoto_test_{uuid.uuid4().hex[:12]}"
+    conn = ArangoConnection.connect(url, name, unquote(parts.username or "root"), unquote(parts.password or ""))
+    arango = await ArangoGraphStore.open(conn)
+    yield arango
+    await arango.close()
+    conn.drop()
+    conn.close()
+
+
+def account(name: str = "acc1", *, instances: int = 3, extra: bool = True) -> GraphBatch:
+    batch = GraphBatch("example", name)
+    for i in range(instances):
+        tags = {"expiration": "1h"} if i == 0 else {"owner": f"team-{i}"}
+        iid = batch.resource(
+            "example_instance", "eu-1", f"i-{i}", tags=tags, ctime=NOW - timedelta(days=1),
+            instance_cores=2 * (i + 1), instance_type="small" if i % 2 else "large", spot=i == 1,
+        )  # fmt: skip
+        vid = batch.resource("example_volume", "eu-1", f"v-{i}", volume_size=10 * (i + 1))
+        batch.edge(iid, vid, "delete")
+    if extra:
+        batch.resource("example_bucket", "us-1", "b-1", protected=True, tags={"resoto:expires": "2020-01-01T00:00:00"})
+    return batch
+
+
+async def stream(lines: list[str]) -> AsyncIterator[bytes]:
+    data = ("\n".join(lines) + "\n").encode()
+    for start in range(0, len(data), 100):  # lines split across chunks
+        yield data[start : start + 100]
+
+
+async def merge(graphs: GraphStore, lines: list[str], graph: str = "resoto") -> dict[str, int]:
+    return (await graphs.merge(graph, stream(lines))).model_dump()
+
+
+async def search(graphs: GraphStore, graph: str = "resoto", **request: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) async for chunk in graphs.search(graph, SearchRequest(**request)) for line in chunk]
+
+
+async def ids(graphs: GraphStore, **filter_: Any) -> set[str]:
+    return {n["reported"]["id"] for n in await search(graphs, filter=Filter(**filter_))}
+
+
+async def test_merge_counts_replaces_subtrees_and_keeps_core_state(graphs: GraphStore) -> None:
+    assert await merge(graphs, account().ndjson()) == {"created": 12, "updated": 0, "deleted": 0, "unchanged": 0}
+    assert await merge(graphs, account().ndjson()) == {"created": 0, "updated": 0, "deleted": 0, "unchanged": 12}
+    assert await graphs.clean("resoto", CleanRequest(filter=Filter(kinds=["example_volume"]))) == 3
+    patch = NodePatch(id=account().nodes[3].id, cleaned=True, event_log=[{"kind": "note"}])
+    assert await graphs.patch("resoto", [patch]) == (1, [])
+    batch = account(instances=2, extra=False)
+    batch.nodes[3] = batch.nodes[3].model_copy(update={"reported": {**batch.nodes[3].reported, "name": "renamed"}})
+    assert await merge(graphs, batch.ndjson()) == {"created": 0, "updated": 1, "deleted": 4, "unchanged": 7}
+    assert await ids(graphs, kinds=["example_instance", "example_volume", "example_bucket"]) == {
+        "i-0", "i-1", "v-0", "v-1"
+    }  # fmt: skip
+    (first,) = await search(graphs, filter=Filter(ids=[batch.nodes[3].id]))
+    assert first["reported"]["name"] == "renamed"
+    assert first["metadata"]["cleaned"] is True and first["metadata"]["event_log"] == [{"kind": "note"}]
+    volumes = await search(graphs, filter=Filter(kinds=["example_volume"]))
+    assert [v["desired"] for v in volumes] == [{"clean": True}] * 2
+    await merge(graphs, account("acc2").ndjson())
+    assert (await merge(graphs, GraphBatch("example", "acc1").ndjson()))["deleted"] == 5
+    assert await ids(graphs, account=["acc1"]) == {"acc1"}
+    assert await ids(graphs, account=["acc2"], kinds=["example_bucket"]) == {"b-1"}
+
+
+async def test_node_shape(graphs: GraphStore) -> None:
+    await merge(graphs, account().ndjson())
+    (node,) = await search(graphs, filter=Filter(ids=[account().nodes[3].id]))
+    assert set(node) == {"id", "reported", "metadata", "desired"}
+    assert node["metadata"]["ancestors"] == {"cloud": "example", "account": "acc1", "region": "eu-1"}
+    assert node["metadata"]["expires"] == "2026-02-28T01:00:00Z"
+    assert node["metadata"]["protected"] is False and node["desired"] == {}
+    (root,) = await search(graphs, filter=Filter(kinds=["graph_root"]))
+    assert root["metadata"]["ancestors"] == {} and "expires" not in root["metadata"]
+
+
+BAD_BATCHES = [
+    (["{nope"], 1, "not valid JSON"),
+    (["[1]"], 1, "not a JSON object"),
+    (['{"hello": 1}'], 1, "neither a node (id, reported) nor an edge (from, to)"),
+    (['{"id": "", "reported": {"kind": "x"}}'], 1, "node id must be a non-empty string"),
+    (['{"id": "a", "reported": {"name": "x"}}'], 1, "reported.kind must be a string"),
+    (['{"id": "a", "reported": {"kind": "x"}, "metadata": 3}'], 1, "metadata must be an object"),
+    (['{"id": "a", "reported": {"kind": "x"}}', '{"from": "a", "to": 3}'], 2, "edge from and to must be strings"),
+    (['{"id": "a", "reported": {"kind": "x"}}', '{"from": "a", "to": "a", "edge_type": "x"}'], 2,
+     "edge_type must be default or delete"),
+    (['{"id": "a", "reported": {"kind": "x"}}', "", '{"from": "a", "to": "nowhere"}'], 3,
+     "edge refers to unknown node 'nowhere'"),
+    (['{"id": "a", "reported": {"kind": "x"}}', '{"id": "a", "reported": {"kind": "y"}}'], 2, "duplicate node id 'a'"),
+    (['{"id": "a", "reported": {"kind": "x"}}', '{"id": "a", "reported": {"kind": "y"}}', "{"], 3, "not valid JSON"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("lines", "line", "reason"), BAD_BATCHES)
+async def test_a_bad_batch_changes_nothing_and_names_the_line(
+    graphs: GraphStore, lines: list[str], line: int, reason: str
+) -> None:
+    await merge(graphs, account().ndjson())
+    before = await search(graphs)
+    good = account(instances=1).ndjson()
+    with pytest.raises(MergeError) as raised:
+        await merge(graphs, [*good, *lines])
+    assert str(raised.value) == f"line {len(good) + line}: {reason}"
+    assert await search(graphs) == before
+
+
+async def test_invalid_utf8_is_refused(graphs: GraphStore) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"id": "a", "reported": {"kind": "\xff"}}\n'
+
+    with pytest.raises(MergeError, match=r"^line 1: not valid UTF-8$"):
+        await graphs.merge("resoto", chunks())
+    assert not await graphs.exists("resoto")
+
+
+async def test_search_filters_paging_and_edges(graphs: GraphStore) -> None:
+    await merge(graphs, account().ndjson())
+    assert await ids(graphs, kinds=["example_instance"], fields=[{"path": "reported.instance_cores", "op": ">=",
+                                                                   "value": 4}]) == {"i-1", "i-2"}  # fmt: skip
+    assert await ids(graphs, tags={"owner": "team-2"}) == {"i-2"}
+    assert await ids(graphs, tags={"owner": None}) == {"i-1", "i-2"}
+    assert await ids(graphs, expired_before=NOW) == {"i-0", "b-1"}
+    assert await ids(graphs, expired_before=NOW, protected=False) == {"i-0"}
+    assert await ids(graphs, fields=[{"path": "reported.instance_type", "op": "in", "value": ["small"]}]) == {"i-1"}
+    assert await ids(graphs, fields=[{"path": "reported.spot", "value": True}]) == {"i-1"}  # JSON true is 1
+    assert await ids(graphs, fields=[{"path": "reported.spot", "value": 1}]) == {"i-1"}
+    assert await ids(graphs, fields=[{"path": "reported.instance_cores", "op": "<", "value": None}]) == set()
+    assert await ids(graphs, kinds=["example_volume"], fields=[{"path": "reported.nothing", "op": "not_in",
+                                                                 "value": ["x"]}]) == set()  # fmt: skip
+    assert await ids(graphs, fields=[{"path": "metadata.protected", "value": "1"}]) == {"b-1"}  # numeric text
+    not_volume = {"path": "kind", "op": "!=", "value": "example_volume"}
+    assert await ids(graphs, fields=[not_volume, {"path": "region", "value": "eu-1"}]) == {"i-0", "i-1", "i-2", "eu-1"}
+    everything = await search(graphs)
+    assert len(everything) == 12 and [n["id"] for n in everything] == sorted(n["id"] for n in everything)
+    assert [n["id"] for n in await search(graphs, limit=5, offset=10)] == [n["id"] for n in everything][10:]
+    assert [n["id"] for n in await search(graphs, offset=3)] == [n["id"] for n in everything][3:]
+    found = await search(graphs, filter=Filter(kinds=["example_instance", "example_volume"]), with_edges="delete")
+    edges = [line for line in found if "from" in line]
+    assert len(edges) == 3 and found[-3:] == edges
+    assert edges == sorted(edges, key=lambda e: (e["from"], e["to"]))
+    assert all(set(e) == {"from", "to", "edge_type"} and e["edge_type"] == "delete" for e in edges)
+
+
+async def test_aggregate(graphs: GraphStore) -> None:
+    await merge(graphs, account("acc1").ndjson())
+    await merge(graphs, account("acc2", instances=1).ndjson())
+    request = AggregateRequest.model_validate({
+        "filter": {"kinds": ["example_instance"]},
+        "group_by": ["account", "reported.instance_type"],
+        "functions": [
+            {"function": "count", "as": "count"}, {"function": "sum", "path": "reported.instance_cores", "as": "cores"},
+            {"function": "max", "path": "reported.instance_cores", "as": "largest"},
+            {"function": "sum", "path": "reported.nothing", "as": "none"},
+            {"function": "count", "path": "reported.spot", "as": "spot"},
+        ],
+    })  # fmt: skip
+    rows = [(r.group["account"], r.group["reported.instance_type"], r.values) for r in await graphs.aggregate(
+        "resoto", request)]  # fmt: skip
+    assert rows == [
+        ("acc1", "large", {"count": 2, "cores": 8, "largest": 6, "none": None, "spot": 2}),
+        ("acc1", "small", {"count": 1, "cores": 4, "largest": 4, "none": None, "spot": 1}),
+        ("acc2", "large", {"count": 1, "cores": 2, "largest": 2, "none": None, "spot": 1}),
+    ]
+    everything = AggregateRequest.model_validate({"functions": [{"function": "count", "as": "n"}]})
+    assert [r.model_dump() for r in await graphs.aggregate("resoto", everything)] == [
+        {"group": {}, "values": {"n": 18}}
+    ]
+    nothing = AggregateRequest.model_validate({"filter": {"kinds": []}, "functions": [
+        {"function": "count", "as": "n"}, {"function": "min", "path": "reported.x", "as": "m"}]})  # fmt: skip
+    assert [r.values for r in await graphs.aggregate("resoto", nothing)] == [{"n": 0, "m": None}]
+
+
+async def test_clean_patch_list_and_delete(graphs: GraphStore) -> None:
+    await merge(graphs, account().ndjson())
+    request = CleanRequest(filter=Filter(expired_before=NOW, protected=False), reason="expired")
+    assert (await graphs.clean("resoto", request), await graphs.clean("resoto", request)) == (1, 0)
+    (marked,) = await search(graphs, filter=Filter(clean=True))
+    assert marked["reported"]["id"] == "i-0" and marked["metadata"]["clean_reason"] == "expired"
+    patches = [
+        NodePatch(id=marked["id"], cleaned=True, event_log=[{"kind": "cleaned"}]),
+        NodePatch(id="unknown", cleaned=True),
+        NodePatch(id=account().nodes[4].id, tags={"owner": "me", "expiration": None}, clean=True),
+        NodePatch(id=marked["id"], event_log=[{"kind": "again"}]),
+    ]
+    assert await graphs.patch("resoto", patches) == (3, ["unknown"])
+    (cleaned,) = await search(graphs, filter=Filter(cleaned=True))
+    assert cleaned["metadata"]["event_log"] == [{"kind": "cleaned"}, {"kind": "again"}]
+    (changed,) = await search(graphs, filter=Filter(ids=[account().nodes[4].id]))
+    assert changed["reported"]["tags"] == {"owner": "me"} and changed["desired"] == {"clean": True}
+    assert (await merge(graphs, account().ndjson()))["updated"] == 1  # the patched tags differ from the collect
+    await merge(graphs, account().ndjson(), graph="g2")
+    assert await graphs.graphs() == ["g2", "resoto"]
+    assert await graphs.delete_graph("g2") == 12
+    assert await graphs.graphs() == ["resoto"] and not await graphs.exists("g2")
+
+
+async def test_dump_and_load_keep_every_column(graphs: GraphStore) -> None:
+    await merge(graphs, account().ndjson())
+    await graphs.clean("resoto", CleanRequest(filter=Filter(kinds=["example_volume"]), reason="r"))
+    await graphs.patch("resoto", [NodePatch(id=account().nodes[3].id, cleaned=True, event_log=[{"k": 1}])])
+    nodes = [r async for chunk in graphs.dump("resoto") for r in chunk]
+    edges = [e async for chunk in graphs.dump_edges("resoto") for e in chunk]
+    assert len(nodes) == 12 and len(edges) == 3 + 11
+    before = await search(graphs, with_edges="default")
+    await graphs.delete_graph("resoto")
+    await graphs.load("copy", nodes, edges)
+    assert await search(graphs, "copy", with_edges="default") == before
+    assert [r async for chunk in graphs.dump("copy") for r in chunk] == nodes
+    assert (await merge(graphs, account().ndjson(), graph="copy"))["unchanged"] == 12
+
+
+# ---- the ArangoDB backend's merge, decided in Python, against SQLite (no server needed) ------------
+
+
+class PlannedGraph:
+    """A graph kept in memory by graph_plan's decisions: what the ArangoDB backend writes, minus the I/O."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Record] = {}
+        self.edges: set[tuple[str, str, str]] = set()
+
+    def merge(self, lines: list[str]) -> dict[str, int]:
+        staging = Staging()
+        staging.add((n, t.strip()) for n, t in enumerate(lines, start=1) if t.strip())
+        staging.check()
+        stored = {
+            i: Stored(r["digest"], Ancestry(r["cloud"], r["account"], r["region"], r["replace_root"]))
+            for i in staging.ids() if (r := self.nodes.get(i))
+        }  # fmt: skip
+        plan = staging.plan(stored)
+        plan.remove([i for i, r in self.nodes.items() if r["replace_root"] in plan.replace_roots], staging.nodes)
+        for i in plan.gone:
+            del self.nodes[i]
+        sources = set(plan.gone) | set(plan.edge_sources_replaced())
+        self.edges = {e for e in self.edges if e[0] not in sources and e[1] not in plan.gone}
+        for record in plan.created:
+            self.nodes[record["id"]] = {**record, **STATE_DEFAULTS}
+        for record in plan.changed:
+            self.nodes[record["id"]].update(record)
+        self.edges |= {(e.from_id, e.to_id, e.edge_type) for e in plan.edges}
+        return plan.result().model_dump()
+
+    def lines(self) -> list[str]:
+        return [node_line(self.nodes[i]) for i in sorted(self.nodes)]
+
+
+def odd_batch() -> list[str]:
+    """Shapes a collector rarely sends: numbers as ids, diamonds, nested replace roots, odd metadata."""
+    return [
+        '{"id": "root", "reported": {"kind": "graph_root", "id": "root"}}',
+        '{"id": "c", "reported": {"kind": "cloud", "id": 7, "name": 1.5, "ctime": true}, "metadata": {"replace": 1.0}}',
+        '{"id": "a", "reported": {"kind": "account", "id": "acc", "tags": {"expiration": "2h"}, '
+        '"ctime": "2026-01-01T00:00:00"}, "metadata": {"protected": true, "ancestors": {"x": 1}, "keep": [1]}}',
+        '{"id": "r1", "reported": {"kind": "region", "id": "eu"}}',
+        '{"id": "r2", "reported": {"kind": "region", "id": "us"}}',
+        '{"id": "x", "reported": {"kind": "thing", "id": "x", "tags": {"resoto:expires": {"a": 1}, "expiration": "1d"},'
+        ' "ctime": "2026-01-01T00:00:00Z"}, "metadata": {"replace": true}}',
+        '{"id": "y", "reported": {"kind": "thing", "id": "y", "tags": ["no"]}}',
+        '{"from": "root", "to": "c"}', '{"from": "c", "to": "a"}', '{"from": "a", "to": "r1"}',
+        '{"from": "a", "to": "r2"}', '{"from": "r1", "to": "x"}', '{"from": "r2", "to": "x"}',
+        '{"from": "x", "to": "y", "edge_type": "default"}', '{"from": "y", "to": "x", "edge_type": "delete"}',
+    ]  # fmt: skip
+
+
+SEQUENCES = [
+    [account().ndjson(), account().ndjson(), account(instances=1, extra=False).ndjson(), account("acc2").ndjson(),
+     GraphBatch("example", "acc1").ndjson()],
+    [odd_batch(), odd_batch()[:6] + odd_batch()[7:12], odd_batch()],
+    [account().ndjson(), ['{"id": "loose", "reported": {"kind": "k"}}', '{"from": "root", "to": "loose"}']],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("batches", SEQUENCES)
+async def test_the_python_merge_plan_matches_sqlite(tmp_path: Path, batches: list[list[str]]) -> None:
+    sqlite_graphs = SqliteGraphStore(tmp_path / "graph.db")
+    planned = PlannedGraph()
+    try:
+        for batch in batches:
+            assert planned.merge(batch) == await merge(sqlite_graphs, batch)
+            assert planned.lines() == [line async for chunk in sqlite_graphs.search("resoto", SearchRequest())
+                                       for line in chunk]  # fmt: skip
+            stored_edges = {e async for chunk in sqlite_graphs.dump_edges("resoto") for e in chunk}
+            assert planned.edges == stored_edges
+    finally:
+        await sqlite_graphs.close()
+
+
+HOSTILE_LINES = [
+    "{nope", "[1]", "1", '"x"', "null", "{}", '{"a":NaN}', '{"a":Infinity}', '{"a":"x\ty"}', "{a:1}", "[1,]",
+    '{"a":01}', '{"reported": null}', '{"reported": {}, "id": "a"}', '{"reported": {"kind": 1}, "id": "a"}',
+    '{"reported": {"kind": "k"}, "id": 1}', '{"reported": {"kind": "k"}, "id": "a", "metadata": null}',
+    '{"reported": {"kind": "k"}, "id": "a", "metadata": []}', '{"from": "a"}', '{"to": "b"}',
+    '{"from": "a", "to": "b", "edge_type": null}', '{"from": "a", "to": "b", "edge_type": true}',
+    '{"from": "a", "to": "b", "edge_type": {"a": 1}}', '{"from": "a", "to": "b", "edge_type": "delete"}',
+    '{"id": "a", "reported": 1, "reported": {"kind": "k"}}', '{"id": "a", "reported": {"kind": "k", "kind": 2}}',
+    '{"from": null, "to": "b"}', "[" * 500 + "]" * 500, '{"id": "\\ud800", "reported": {"kind": "k"}}',
+]  # fmt: skip
+
+
+def test_python_line_checks_say_what_sqlite_says() -> None:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TEMP TABLE stage_raw (n INTEGER PRIMARY KEY, line TEXT NOT NULL)")
+    for text in HOSTILE_LINES:
+        db.execute("DELETE FROM stage_raw")
+        db.execute("INSERT INTO stage_raw VALUES (1, ?)", (text,))
+        row = db.execute(PROBLEM).fetchone()
+        assert parse_line(text)[1] == (row[1] if row else None), text

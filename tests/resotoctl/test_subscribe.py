@@ -1,0 +1,142 @@
+"""``resotoctl subscribe`` as a real process against a real core: every way a hooked script can end
+shows in the run history, and stopping it leaves no subscription and no process behind."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from resotolib.client import CoreClient
+from tests.resotoctl.support import CtlProcess, eventually, group_alive, read_int, script, until
+from tests.support import CoreProcess
+
+StartCtl = Callable[..., Awaitable[CtlProcess]]
+STEP = "generate_metrics"
+"""The hooked action: the middle step of the three-step ``metrics`` workflow."""
+
+
+async def hook(start: StartCtl, core: CoreProcess, client: CoreClient, command: Path, *options: str) -> CtlProcess:
+    """``resotoctl subscribe generate_metrics --id hook OPTIONS -- COMMAND``, registered with the core."""
+    process = await start(core.url, "subscribe", STEP, "--id", "hook", *options, "--", str(command))
+
+    async def registered() -> bool:
+        assert process.proc is not None and process.proc.returncode is None, f"resotoctl ended: {process.stderr}"
+        subscriber = await client.subscriber("hook")
+        return subscriber is not None and STEP in subscriber.subscriptions
+
+    await until(registered)
+    return process
+
+
+async def run_metrics(client: CoreClient, within: float = 15) -> dict[str, Any]:
+    """Run the metrics workflow to its end; its entry in the run history."""
+    started = await client.run_workflow("metrics")
+    assert started["status"] == "started", started
+    task_id = started["task_id"]
+
+    async def ended() -> bool:
+        return bool((await client.task(task_id))["status"] != "running")
+
+    await until(ended, within)
+    runs = (await client.runs("metrics", limit=1))["runs"]
+    assert runs[0]["id"] == task_id and runs[0]["status"] != "running", runs[0]
+    return dict(runs[0])
+
+
+def step(run: dict[str, Any], name: str = STEP) -> dict[str, Any]:
+    return dict(next(s for s in run["steps"] if s["name"] == name))
+
+
+async def stop(process: CtlProcess, client: CoreClient, sig: int = signal.SIGINT) -> int:
+    """Stop resotoctl with a signal; it must end and leave no subscription behind."""
+    process.signal(sig)
+    code = await process.wait()
+    subscriber = await client.subscriber("hook")
+    assert subscriber is None or not subscriber.subscriptions, subscriber
+    return code
+
+
+async def test_a_script_that_succeeds(
+    core: CoreProcess, client: CoreClient, ctl_process: StartCtl, tmp_path: Path
+) -> None:
+    command = script(
+        tmp_path, "report.sh",
+        f'echo "task=$RESOTO_TASK_ID step=$RESOTO_STEP action=$RESOTO_ACTION"\ncat > {tmp_path}/action.json\n'
+        'echo "report sent" >&2\n',
+    )  # fmt: skip
+    process = await hook(ctl_process, core, client, command, "--timeout", "5")
+    run = await run_metrics(client)
+    assert run["status"] == "succeeded"
+    hooked = step(run)
+    assert hooked["subscribers"]["hook"]["outcome"] == "done"
+    messages = [(i["level"], i["message"]) for i in hooked["info"]]
+    assert messages == [("info", f"task={run['id']} step={STEP} action={STEP}"), ("warning", "report sent")]
+    action = json.loads((tmp_path / "action.json").read_text())
+    assert action == {"kind": "action", "message_type": STEP, "data": {"task": run["id"], "step": STEP}}
+    assert await stop(process, client, signal.SIGTERM) == 143
+
+
+async def test_a_script_that_fails(
+    core: CoreProcess, client: CoreClient, ctl_process: StartCtl, tmp_path: Path
+) -> None:
+    command = script(tmp_path, "fail.sh", 'for i in $(seq 1 25); do echo "trace line $i" >&2; done\nexit 3\n')
+    process = await hook(ctl_process, core, client, command, "--timeout", "5")
+    run = await run_metrics(client)
+    assert run["status"] == "failed" and run["error"] == f"steps failed: {STEP}"
+    outcome = step(run)["subscribers"]["hook"]
+    assert outcome["outcome"] == "error"
+    assert outcome["error"].startswith("exit code 3: trace line 6\n")  # the last 20 lines of stderr
+    assert outcome["error"].endswith("trace line 25") and "trace line 5\n" not in outcome["error"]
+    assert await stop(process, client) == 130
+
+
+async def test_a_script_that_hangs(
+    core: CoreProcess, client: CoreClient, ctl_process: StartCtl, tmp_path: Path
+) -> None:
+    command = script(tmp_path, "hang.sh", f"echo $$ > {tmp_path}/pid\ntrap '' TERM\nsleep 60 &\nwait\n")
+    process = await hook(ctl_process, core, client, command, "--timeout", "1", "--kill-grace", "0.5")
+    run = await run_metrics(client)
+    assert run["status"] == "failed"
+    outcome = step(run)["subscribers"]["hook"]
+    assert (outcome["outcome"], outcome["error"]) == ("error", "timed out after 1 s")
+    pgid = read_int(tmp_path / "pid")
+    assert pgid is not None
+    await eventually(lambda: not group_alive(pgid), within=2)
+    assert await stop(process, client) == 130
+
+
+async def test_a_script_that_prints_a_lot(
+    core: CoreProcess, client: CoreClient, ctl_process: StartCtl, tmp_path: Path
+) -> None:
+    command = script(tmp_path, "chatty.sh", 'for i in $(seq 1 5000); do echo "line $i"; done\n')
+    process = await hook(ctl_process, core, client, command, "--timeout", "5")
+    run = await run_metrics(client)
+    assert run["status"] == "succeeded"
+    info = [i["message"] for i in step(run)["info"]]
+    assert len(info) <= 51
+    assert info[0] == "line 1" and info[-1] == "line 5000"
+    notes = [m for m in info if "output lines left out" in m]
+    assert len(notes) == 1 and notes[0].startswith(f"{5000 - len(info) + 1} of 5000 output lines left out")
+    assert await stop(process, client) == 130
+
+
+async def test_ctrl_c_ends_the_running_script_and_unsubscribes(
+    core: CoreProcess, client: CoreClient, ctl_process: StartCtl, tmp_path: Path
+) -> None:
+    command = script(tmp_path, "slow.sh", f"echo $$ > {tmp_path}/pid\nsleep 60\n")
+    process = await hook(ctl_process, core, client, command, "--timeout", "30", "--kill-grace", "1")
+    started = await client.run_workflow("metrics")
+    pgid = await eventually(lambda: read_int(tmp_path / "pid"))
+    assert group_alive(pgid)
+    assert await stop(process, client) == 130
+    assert not group_alive(pgid)
+    task = await client.task(started["task_id"])
+    outcome = step(task)["subscribers"]["hook"]
+    assert outcome["outcome"] in ("error", "gone"), outcome  # the answer and the unsubscribe race in the core
+    if outcome["outcome"] == "error":
+        assert outcome["error"] == "interrupted (resotoctl got SIGINT)"
+    assert task["status"] == "failed"
+    assert any(entry.get("event") == "unsubscribed" for entry in process.log())
