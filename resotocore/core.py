@@ -71,7 +71,9 @@ async def running_core(
     async with AsyncExitStack() as stack:
         store, graph = await stack.enter_async_context(open_stores(config))
         metrics = CoreMetrics()
-        bus = MessageBus(config.queue_size, on_overflow=lambda name: metrics.queue_overflows.labels("events").inc())
+        bus = MessageBus(
+            config.queue_size, on_overflow=lambda name: metrics.queue_overflows.labels(name.split(":")[0]).inc()
+        )
         started_at = clock.now()
         registry = SubscriberRegistry(store, started_at)
         await registry.load()
