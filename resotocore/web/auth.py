@@ -20,6 +20,8 @@ from resotolib.protocol import Authorization, ProtocolError, parse_message
 log = structlog.get_logger(__name__)
 
 OPEN_PATHS = ("/system/", "/metrics", "/api-doc", "/ui")
+WEBSOCKET_ROUTES = frozenset({"/subscriber/{id}/handle", "/events"})
+"""The only routes that may authenticate with their first frame instead of a header."""
 AUTH_PENDING = web.RequestKey("auth_pending", bool)
 VERIFIER: web.AppKey[Verifier | None] = web.AppKey("verifier")
 FIRST_FRAME_TIMEOUT = 10.0
@@ -31,7 +33,7 @@ def auth_middleware(verifier: Verifier) -> Middleware:
         if request.path.startswith(OPEN_PATHS):
             return await handler(request)
         header = request.headers.get("Authorization")
-        if header is None and request.headers.get("Upgrade", "").lower() == "websocket":
+        if header is None and _is_websocket_route(request):
             request[AUTH_PENDING] = True  # the first frame must authenticate
             return await handler(request)
         try:
@@ -63,3 +65,13 @@ async def authenticate_first_frame(request: web.Request, ws: web.WebSocketRespon
     log.warning("auth_failed", path=request.path, peer=request.remote, reason=reason)
     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode()[:120])
     return False
+
+
+def _is_websocket_route(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    return (
+        request.method == "GET"
+        and request.headers.get("Upgrade", "").lower() == "websocket"
+        and resource is not None
+        and resource.canonical in WEBSOCKET_ROUTES
+    )

@@ -14,7 +14,6 @@ import structlog
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from resotocore.bus.message_bus import Listener
-from resotocore.bus.subscribers import AlreadyConnected
 from resotocore.core import CORE, Core
 from resotocore.web.auth import AUTH_PENDING, VERIFIER, authenticate_first_frame
 from resotocore.web.errors import error_json
@@ -46,29 +45,22 @@ YIELD_EVERY = 16
 async def action_channel(request: web.Request) -> web.StreamResponse:
     core = request.app[CORE]
     sid = SubscriberId(request.match_info["id"])
-    if core.registry.is_connected(sid):
-        return error_json(429, f"subscriber {sid} is already connected")
-    subscriber = core.registry.get(sid)
-    if subscriber is None or not subscriber.subscriptions:
-        return error_json(404, f"subscriber {sid} has no subscriptions; register one with POST /subscriber/{sid}/TYPE")
-    listener = core.bus.listener(f"subscriber:{sid}")
     pending_auth = request.get(AUTH_PENDING, False)
-    if not pending_auth:
-        try:
-            core.registry.connect(sid, listener)
-        except AlreadyConnected as e:
-            return error_json(429, str(e))
+    if not pending_auth:  # an unauthenticated client learns nothing about subscribers
+        if (refusal := _refusal(core, sid)) is not None:
+            return error_json(*refusal)
     ws = _socket(core)
+    await ws.prepare(request)
+    if pending_auth and not await authenticate_first_frame(request, ws, request.app[VERIFIER]):
+        return ws
+    listener = core.bus.listener(f"subscriber:{sid}")
+    # Connect and queue the pending actions without yielding in between: a step starting now sends
+    # its action either through this listener or as a pending action, never both.
+    if (refusal := _refusal(core, sid)) is not None:
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=refusal[1].encode()[:120])
+        return ws
+    core.registry.connect(sid, listener)
     try:
-        await ws.prepare(request)
-        if pending_auth:
-            if not await authenticate_first_frame(request, ws, request.app[VERIFIER]):
-                return ws
-            try:
-                core.registry.connect(sid, listener)
-            except AlreadyConnected as e:
-                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=str(e).encode()[:120])
-                return ws
         for frame in core.engine.pending_actions(sid):
             listener.offer(frame)
         log.info("subscriber_connected", subscriber_id=sid)
@@ -77,6 +69,16 @@ async def action_channel(request: web.Request) -> web.StreamResponse:
         core.registry.disconnect(sid, listener, core.clock.now())
         log.info("subscriber_disconnected", subscriber_id=sid, reason=listener.close_reason or "closed")
     return ws
+
+
+def _refusal(core: Core, sid: SubscriberId) -> tuple[int, str] | None:
+    """Why this subscriber may not open its action channel now (429 is checked before 404)."""
+    if core.registry.is_connected(sid):
+        return 429, f"subscriber {sid} is already connected"
+    subscriber = core.registry.get(sid)
+    if subscriber is None or not subscriber.subscriptions:
+        return 404, f"subscriber {sid} has no subscriptions; register one with POST /subscriber/{sid}/TYPE"
+    return None
 
 
 @routes.get("/events")
@@ -103,7 +105,7 @@ async def _serve(core: Core, ws: web.WebSocketResponse, listener: Listener, hand
         async with asyncio.TaskGroup() as group:
             group.create_task(_write(ws, listener))
             group.create_task(_read(core, ws, listener, handle, name))
-    except* (ConnectionError, RuntimeError) as errors:  # the peer vanished while we were writing
+    except* ConnectionError as errors:  # the peer vanished while we were writing
         log.warning("websocket_failed", socket=name, error=repr(errors.exceptions[0]))
 
 
@@ -128,6 +130,8 @@ async def _read(core: Core, ws: web.WebSocketResponse, listener: Listener, handl
                     log.warning("protocol_error", socket=name, error=str(e))
                     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=str(e).encode()[:120])
                     break
+                except Exception:  # a bug handling one frame must not take the socket down
+                    log.exception("frame_failed", socket=name)
             elif msg.type is WSMsgType.BINARY:
                 core.metrics.protocol_errors.inc()
                 log.warning("protocol_error", socket=name, error="binary frame")

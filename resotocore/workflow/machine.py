@@ -263,8 +263,8 @@ def _answer(run: Run, workflow: Workflow, event: Answer, now: datetime, subscrib
 def _deadline(run: Run, workflow: Workflow, now: datetime, subscribers: SubscriberLookup) -> Transition:
     current = run.current
     assert current is not None
-    if now < current.deadline:
-        return Transition(run, ignored="deadline not reached")
+    if now < current.deadline:  # the timer ran early (the wall clock was set back): wait again
+        return Transition(run, [ArmDeadline(run.id, current.deadline)])
     timed_out = SubscriberOutcome(outcome=Outcome.timeout, error="no answer before the step timeout", at=now)
     outcomes = {sid: timed_out if o.outcome is Outcome.waiting else o for sid, o in current.subscribers.items()}
     run = _replace_current(run, current.model_copy(update={"subscribers": outcomes}))

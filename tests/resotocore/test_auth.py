@@ -186,3 +186,22 @@ def test_non_loopback_needs_psk_or_allow_insecure(tmp_path: Path) -> None:
     assert CoreConfig(data_dir=tmp_path, host="0.0.0.0", allow_insecure=True).allow_insecure
     with pytest.raises(ValueError, match="--tls-cert and --tls-key go together"):
         CoreConfig(data_dir=tmp_path, tls_cert=tmp_path / "c.pem")
+
+
+async def test_an_upgrade_header_does_not_open_rest_routes(core_client: CoreClientFactory, secured: CoreConfig) -> None:
+    client = await core_client(secured)
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    requests = [
+        ("POST", "/subscriber/evil/cleanup"),
+        ("GET", "/subscribers"),
+        ("POST", "/workflows/collect_and_cleanup/run"),
+        ("GET", "/graph"),
+        ("DELETE", "/graph/resoto"),
+        ("POST", "/graph/resoto/clean"),
+        ("GET", "/tasks"),
+    ]
+    for method, path in requests:
+        response = await client.request(method, path, headers=upgrade)
+        assert response.status == 401, (method, path, response.status)
+    assert await core_of(client).store.subscribers() == []
+    assert core_of(client).engine.running() == []

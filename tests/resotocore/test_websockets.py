@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSCloseCode, WSMsgType
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from resotocore.config import CoreConfig
 from tests.support import CoreClientFactory, answer, core_of, receive_json, settle, subscribe
@@ -193,3 +193,23 @@ async def test_a_listener_that_does_not_keep_up_is_closed_and_others_are_unaffec
     assert (await receive_json(other))["message_type"] == "signal"
     metrics = await (await client.get("/metrics")).text()
     assert 'resotocore_queue_overflows_total{channel="events"} 1.0' in metrics
+
+
+async def test_a_step_starting_during_the_handshake_sends_its_action_once(
+    core_client: CoreClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await core_client()
+    assert (await client.post("/subscriber/w/generate_metrics")).status == 200
+    original = web.WebSocketResponse.prepare
+
+    async def prepare_while_a_run_starts(self: web.WebSocketResponse, request: web.BaseRequest) -> Any:
+        await core_of(client).engine.trigger("metrics", "manual")  # the step starts mid-handshake
+        return await original(self, request)
+
+    monkeypatch.setattr(web.WebSocketResponse, "prepare", prepare_while_a_run_starts)
+    ws = await client.ws_connect("/subscriber/w/handle")
+    action = await receive_json(ws)
+    assert action["message_type"] == "generate_metrics"
+    with pytest.raises(TimeoutError):
+        await receive_json(ws, within=0.3)  # not a second time
+    await ws.close()
