@@ -7,6 +7,7 @@ restart), so the core stops waiting for it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
@@ -66,6 +67,7 @@ class SubscriberRegistry:
         self._connections: dict[SubscriberId, Listener] = {}
         self._disconnected_since: dict[SubscriberId, datetime] = {}
         self.on_unsubscribed: Unsubscribed | None = None
+        self._lock = asyncio.Lock()  # read-modify-write of one subscriber spans an awaited commit
 
     async def load(self) -> None:
         for subscriber in await self._store.subscribers():
@@ -94,33 +96,37 @@ class SubscriberRegistry:
 
     async def add_subscription(self, sid: SubscriberId, subscription: Subscription, now: datetime) -> Subscriber:
         check_name("subscriber id", sid)
-        existing = self._subscribers.get(sid) or Subscriber(id=sid)
-        subs = {**existing.subscriptions, subscription.message_type: subscription}
-        return await self._save(Subscriber(id=sid, subscriptions=subs), now)
+        async with self._lock:
+            existing = self._subscribers.get(sid) or Subscriber(id=sid)
+            subs = {**existing.subscriptions, subscription.message_type: subscription}
+            return await self._save(Subscriber(id=sid, subscriptions=subs), now)
 
     async def remove_subscription(self, sid: SubscriberId, message_type: str, now: datetime) -> Subscriber:
-        existing = self._subscribers.get(sid) or Subscriber(id=sid)
-        subs = {k: v for k, v in existing.subscriptions.items() if k != message_type}
-        updated = await self._save(Subscriber(id=sid, subscriptions=subs), now)
+        async with self._lock:
+            existing = self._subscribers.get(sid) or Subscriber(id=sid)
+            subs = {k: v for k, v in existing.subscriptions.items() if k != message_type}
+            updated = await self._save(Subscriber(id=sid, subscriptions=subs), now)
         if message_type in existing.subscriptions:
             await self._notify(sid, frozenset({message_type}))
         return updated
 
     async def replace(self, sid: SubscriberId, subscriptions: Iterable[Subscription], now: datetime) -> Subscriber:
         check_name("subscriber id", sid)
-        existing = self._subscribers.get(sid) or Subscriber(id=sid)
-        subs = {s.message_type: s for s in subscriptions}
-        updated = await self._save(Subscriber(id=sid, subscriptions=subs), now)
+        async with self._lock:
+            existing = self._subscribers.get(sid) or Subscriber(id=sid)
+            subs = {s.message_type: s for s in subscriptions}
+            updated = await self._save(Subscriber(id=sid, subscriptions=subs), now)
         await self._notify(sid, frozenset(existing.subscriptions) - frozenset(subs))
         return updated
 
     async def remove(self, sid: SubscriberId) -> Subscriber | None:
-        existing = self._subscribers.get(sid)
-        if existing is None:
-            return None
-        await self._store.commit(Changes(deleted_subscribers=[sid]))
-        del self._subscribers[sid]
-        self._disconnected_since.pop(sid, None)
+        async with self._lock:
+            existing = self._subscribers.get(sid)
+            if existing is None:
+                return None
+            await self._store.commit(Changes(deleted_subscribers=[sid]))
+            self._subscribers.pop(sid, None)
+            self._disconnected_since.pop(sid, None)
         await self._notify(sid, frozenset(existing.subscriptions))
         return existing
 
@@ -129,7 +135,7 @@ class SubscriberRegistry:
             # A subscriber without subscriptions is no subscriber: forget it, keep answering with its id.
             if subscriber.id in self._subscribers:
                 await self._store.commit(Changes(deleted_subscribers=[subscriber.id]))
-                del self._subscribers[subscriber.id]
+                self._subscribers.pop(subscriber.id, None)
                 self._disconnected_since.pop(subscriber.id, None)
             return subscriber
         if self._subscribers.get(subscriber.id) != subscriber:
