@@ -40,6 +40,11 @@ class CoreMetrics:
             ["channel"],
             registry=self.registry,
         )
+        self.store_errors = Counter(
+            "resotocore_store_errors",
+            "Commits of run state the store refused (each is retried)",
+            registry=self.registry,
+        )
         self.protocol_errors = Counter(
             "resotocore_protocol_errors", "Websockets closed because of invalid frames", registry=self.registry
         )

@@ -45,6 +45,11 @@ class WorkerConfig(BaseModel):
     example_regions: int = Field(2, ge=1, description="Example cloud: regions per account.")
     example_resources: int = Field(20, ge=0, description="Example cloud: resources per region.")
     example_seed: int = Field(42, description="Example cloud: seed of the generated resources.")
+    example_journal: Path | None = Field(
+        None,
+        description="Example cloud: append a JSON line per deleted resource to this file (an audit trail, "
+        "written before the deletion is saved).",
+    )
     aws_region: list[str] = Field(
         default_factory=list, description="AWS region to collect (repeatable; default: the account's enabled regions)."
     )

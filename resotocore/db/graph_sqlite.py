@@ -256,7 +256,7 @@ def _in_transaction(db: sqlite3.Connection, fn: Callable[[], T]) -> T:
         db.execute("COMMIT")
         return result
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)  # a failed COMMIT may have rolled back already: keep its error, not ROLLBACK's
         raise
 
 

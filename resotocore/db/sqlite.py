@@ -69,7 +69,8 @@ class SqliteStore:
                 _write(self._db, changes, headers)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT may have rolled back already
+                    self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
             raise StoreError(f"cannot write to {self.path}: {e}") from e

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 
 from resotocore.bus.subscribers import check_name, make_subscription
 from resotocore.core import CORE, Core
-from resotocore.web.errors import ClientError, Conflict, NotFound
+from resotocore.web.errors import ClientError, Conflict, NotFound, error_json
 from resotocore.workflow.machine import Run
 from resotolib.protocol import Subscriber, SubscriberId, Subscription, TaskId
 
@@ -188,6 +188,9 @@ async def ping(request: web.Request) -> web.Response:
 
 @routes.get("/system/ready")
 async def ready(request: web.Request) -> web.Response:
+    error = _core(request).engine.store_error
+    if error is not None:
+        return error_json(503, f"storage unavailable, retrying: {error}")
     return web.Response(text="ok")
 
 

@@ -394,7 +394,10 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     # system
     Operation("get", "/system/ping", "ping", "system", "Liveness", {"200": _text("alive: `pong`")}),
-    Operation("get", "/system/ready", "ready", "system", "Readiness", {"200": _text("ready: `ok`")}),
+    Operation(
+        "get", "/system/ready", "ready", "system", "Readiness",
+        {"200": _text("ready: `ok`"), "503": _error("ServerError")},
+    ),
     Operation("get", "/metrics", "metrics", "system", "Prometheus metrics", {"200": _text("Prometheus text format")}),
     Operation("get", "/api-doc", "api_doc", "system", "This document", {"200": DOCUMENT}),
     Operation("get", "/api-doc/openapi.json", "api_doc_json", "system", "This document, as a file", {"200": DOCUMENT}),

@@ -1,12 +1,16 @@
 """The workflow handler: feeds inputs to the pure machine, persists, then carries out the commands.
 
 Every state change follows one path (``_apply``): compute the transition, commit it to the store,
-only then send actions and events. A lock keeps transitions of concurrent answers in order.
+only then send actions and events. A lock keeps transitions of concurrent answers in order. A commit
+the store refuses (disk full, files made read-only, server unreachable) is retried with a capped
+backoff, holding the lock, until the store takes it or the core stops: nothing leaves the core before
+its state change is stored, and no input (an answer, a deadline) is lost meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -18,7 +22,7 @@ import structlog
 from resotocore.bus.message_bus import MessageBus
 from resotocore.bus.subscribers import SubscriberRegistry
 from resotocore.clock import Clock, Timer
-from resotocore.db.store import Changes, QueuedRun, Store
+from resotocore.db.store import Changes, QueuedRun, Store, StoreError
 from resotocore.metrics import CoreMetrics
 from resotocore.workflow import machine as m
 from resotocore.workflow.model import Workflow
@@ -41,6 +45,14 @@ log = structlog.get_logger(__name__)
 
 RECOVERY_GRACE = timedelta(seconds=60)
 """After a restart, subscribers get at least this long to reconnect and answer a pending action."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Seconds between attempts to commit to a failing store: doubling from `first`, at most `longest`."""
+
+    first: float = 0.05
+    longest: float = 5.0
 
 
 class UnknownWorkflow(KeyError):
@@ -71,6 +83,7 @@ class Engine:
         clock: Clock,
         metrics: CoreMetrics,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        retry: Backoff = Backoff(),
     ) -> None:
         self.workflows = {w.id: w for w in workflows}
         self._store = store
@@ -79,6 +92,10 @@ class Engine:
         self._clock = clock
         self._metrics = metrics
         self._new_id = new_id
+        self._retry = retry
+        self._stopping = asyncio.Event()
+        self.store_error: str | None = None
+        """Why the last commit failed, while the store refuses commits (None when it takes them)."""
         self._runs: dict[TaskId, m.Run] = {}
         self._queued: dict[str, QueuedRun] = {}
         self._timers: dict[TaskId, Timer] = {}
@@ -115,7 +132,11 @@ class Engine:
                 await self._start_queued(workflow_id)
 
     async def stop(self) -> None:
-        await self._flush()
+        self._stopping.set()
+        try:
+            await self._flush()
+        except StoreError as e:
+            log.error("store_flush_failed", error=str(e), reason="core stopping")
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -246,12 +267,35 @@ class Engine:
             else:
                 changes.add_run(run, first)
         try:
-            await self._store.commit(changes)
+            await self._store_commit(changes)
         except BaseException:
             for run in dirty.runs:
                 if all(r.id != run.id for r in self._dirty.runs):
                     self._dirty.add_run(run, dirty.steps_from[run.id])
             raise
+
+    async def _store_commit(self, changes: Changes) -> None:
+        """Commit; while the store fails, report it (log, metric, /system/ready) and retry with backoff.
+        Gives up (raises) only once the core is stopping."""
+        delay, failures = self._retry.first, 0
+        while True:
+            try:
+                await self._store.commit(changes)
+            except StoreError as e:
+                failures += 1
+                self.store_error = str(e)
+                self._metrics.store_errors.inc()
+                if self._stopping.is_set():
+                    raise
+                log.error("store_commit_failed", error=str(e), attempt=failures, retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, self._retry.longest)
+                continue
+            if self.store_error is not None:
+                log.warning("store_commit_recovered", attempts=failures + 1)
+                self.store_error = None
+            return
 
     def _mark_dirty(self, run: m.Run, first_changed: int) -> None:
         self._runs[run.id] = run

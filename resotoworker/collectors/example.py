@@ -1,12 +1,20 @@
 """The ``example`` collector: lists and deletes the resources of the simulated cloud in
 ``<data_dir>/example-cloud.json`` (see example_cloud). A cleanup really removes resources, so the next
 collect no longer sees them. Sized by the worker's ``--example-*`` options.
+
+A delete returns once the state file holds it, as a real cloud's API answers once the deletion is
+done. With ``--example-journal PATH`` every deletion is also appended to PATH as one JSON line (the
+resource, and what the node said about it: marked for cleanup, why, expiry, protection) before the
+state file is written, so an audit sees every deletion, including one cut short by a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -80,8 +88,24 @@ class ExampleCollector(Collector):
             async with self._lock:  # generating a region's index takes a moment: off the event loop
                 await asyncio.to_thread(cloud.region_index, account, region)
         cloud.remove(account, region, str(node.reported["id"]))
+        self._journal(node, account, region)
         self._changes += 1
         await self._saved(self._changes)
+
+    def _journal(self, node: Node, account: str, region: str) -> None:
+        """Append the deletion to --example-journal, if given (one small write, so no thread)."""
+        path = self.context.options.get("example_journal")
+        if not path:
+            return
+        meta = node.metadata
+        entry = {
+            "at": datetime.now(UTC).isoformat(), "pid": os.getpid(), "account": account, "region": region,
+            "id": node.reported["id"], "kind": node.kind, "node_id": node.id, "clean": node.desired.get("clean"),
+            "clean_reason": meta.get("clean_reason"), "expires": meta.get("expires"),
+            "protected": meta.get("protected"),
+        }  # fmt: skip
+        with Path(path).open("a") as journal:
+            journal.write(json.dumps(entry) + "\n")
 
     async def _saved(self, change: int) -> None:
         """Return once the state file holds `change`. Group commit: one write covers every change made

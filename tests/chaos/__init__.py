@@ -1,0 +1,1 @@
+"""Chaos: the full stack as real processes, killed with SIGKILL at random moments, then audited."""
