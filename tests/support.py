@@ -150,3 +150,68 @@ class CoreProcess:
         code = await asyncio.wait_for(self.proc.wait(), within)
         await asyncio.wait_for(self._drain, within)
         return code
+
+
+class LoggedProcess:
+    """A real process of one of our commands, logging JSON lines that are collected as they come."""
+
+    command = ""
+    within = 10.0
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log: list[dict[str, Any]] = []
+        self._logged = asyncio.Condition()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def spawn(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", self.command, "--log-format", "json", *self.args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            try:
+                entry: dict[str, Any] = json.loads(line)
+            except json.JSONDecodeError:
+                entry = {"event": "raw", "line": line.decode(errors="replace").rstrip()}
+            async with self._logged:
+                self.log.append(entry)
+                self._logged.notify_all()
+        async with self._logged:
+            self._logged.notify_all()
+
+    async def wait_for(self, event: str, within: float | None = None, after: int = 0) -> dict[str, Any]:
+        """The first log entry named `event` at index `after` or later; fails with the log on timeout or exit."""
+        limit = self.within if within is None else within
+
+        def found() -> dict[str, Any] | None:
+            return next((e for e in self.log[after:] if e.get("event") == event), None)
+
+        try:
+            async with asyncio.timeout(limit), self._logged:
+                await self._logged.wait_for(lambda: found() is not None or self._reader is None or self._reader.done())
+        except TimeoutError:
+            raise AssertionError(f"{self.command} did not log {event} within {limit}s:\n{self.tail()}") from None
+        entry = found()
+        if entry is None:
+            raise AssertionError(f"{self.command} exited before logging {event}:\n{self.tail()}")
+        return entry
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, within: float | None = None) -> int:
+        assert self.proc is not None and self._reader is not None
+        limit = self.within if within is None else within
+        code = await asyncio.wait_for(self.proc.wait(), limit)
+        await asyncio.wait_for(self._reader, limit)
+        return code
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(json.dumps(e) for e in self.log[-lines:])

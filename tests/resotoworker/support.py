@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from resotolib.graph import CleanRequest, Edge, MergeResult, Node, NodePatch, SearchRequest
 from resotoworker.collector import Collector, CollectorContext, GraphBatch, Progress
 from resotoworker.handler import Level
+from tests.support import LoggedProcess
 
 
 class RecordingReporter:
@@ -131,62 +131,11 @@ def delete_edge(from_id: str, to_id: str) -> Edge:
     return Edge(from_id=f"n-{from_id}", to_id=f"n-{to_id}", edge_type="delete")
 
 
-class WorkerProcess:
+class WorkerProcess(LoggedProcess):
     """A real `resotoworker` process; its JSON log lines are collected as they come."""
 
-    def __init__(self, *args: str) -> None:
-        self.args = args
-        self.proc: asyncio.subprocess.Process | None = None
-        self.log: list[dict[str, Any]] = []
-        self._logged = asyncio.Condition()
-        self._reader: asyncio.Task[None] | None = None
+    command = "resotoworker"
 
     async def start(self) -> WorkerProcess:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "resotoworker", "--log-format", "json", *self.args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        await self.spawn()
         return self
-
-    async def _read(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        while line := await self.proc.stderr.readline():
-            try:
-                entry: dict[str, Any] = json.loads(line)
-            except json.JSONDecodeError:
-                entry = {"event": "raw", "line": line.decode(errors="replace").rstrip()}
-            async with self._logged:
-                self.log.append(entry)
-                self._logged.notify_all()
-        async with self._logged:
-            self._logged.notify_all()
-
-    async def wait_for(self, event: str, within: float = 10, after: int = 0) -> dict[str, Any]:
-        """The first log entry named `event` at index `after` or later; fails with the log on timeout or exit."""
-
-        def found() -> dict[str, Any] | None:
-            return next((e for e in self.log[after:] if e.get("event") == event), None)
-
-        try:
-            async with asyncio.timeout(within), self._logged:
-                await self._logged.wait_for(lambda: found() is not None or self._reader is None or self._reader.done())
-        except TimeoutError:
-            raise AssertionError(f"worker did not log {event} within {within}s:\n{self.tail()}") from None
-        entry = found()
-        if entry is None:
-            raise AssertionError(f"worker exited before logging {event}:\n{self.tail()}")
-        return entry
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    async def wait(self, within: float = 10) -> int:
-        assert self.proc is not None and self._reader is not None
-        code = await asyncio.wait_for(self.proc.wait(), within)
-        await asyncio.wait_for(self._reader, within)
-        return code
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(json.dumps(e) for e in self.log[-lines:])
