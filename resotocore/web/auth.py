@@ -13,7 +13,7 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.typedefs import Handler, Middleware
 
-from resotocore.web.errors import error_json
+from resotocore.web.errors import close_reason, error_json
 from resotolib.auth import AuthError, Verifier
 from resotolib.protocol import Authorization, ProtocolError, parse_message
 
@@ -63,7 +63,7 @@ async def authenticate_first_frame(request: web.Request, ws: web.WebSocketRespon
     except (AuthError, ProtocolError) as e:
         reason = f"unauthorized: {e}"
     log.warning("auth_failed", path=request.path, peer=request.remote, reason=reason)
-    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode()[:120])
+    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=close_reason(reason))
     return False
 
 

@@ -28,6 +28,15 @@ class Conflict(RuntimeError):
     """The request clashes with the current state; answered with 409."""
 
 
+MAX_CLOSE_REASON = 120
+"""Bytes of a websocket close reason (the protocol allows 123)."""
+
+
+def close_reason(text: str) -> bytes:
+    """A close reason cut to the protocol's size on a character boundary: always valid UTF-8."""
+    return text.encode()[:MAX_CLOSE_REASON].decode(errors="ignore").encode()
+
+
 def error_json(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 

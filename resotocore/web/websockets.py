@@ -16,7 +16,7 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from resotocore.bus.message_bus import Listener
 from resotocore.core import CORE, Core
 from resotocore.web.auth import AUTH_PENDING, VERIFIER, authenticate_first_frame
-from resotocore.web.errors import error_json
+from resotocore.web.errors import close_reason, error_json
 from resotolib.protocol import (
     Action,
     ActionDone,
@@ -57,7 +57,7 @@ async def action_channel(request: web.Request) -> web.StreamResponse:
     # Connect and queue the pending actions without yielding in between: a step starting now sends
     # its action either through this listener or as a pending action, never both.
     if (refusal := _refusal(core, sid)) is not None:
-        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=refusal[1].encode()[:120])
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=close_reason(refusal[1]))
         return ws
     core.registry.connect(sid, listener)
     try:
@@ -114,7 +114,7 @@ async def _write(ws: web.WebSocketResponse, listener: Listener) -> None:
         await ws.send_str(frame)
     if not ws.closed:
         code = WSCloseCode.TRY_AGAIN_LATER if listener.close_reason.startswith("too slow") else WSCloseCode.OK
-        await ws.close(code=code, message=listener.close_reason.encode()[:120])
+        await ws.close(code=code, message=close_reason(listener.close_reason))
 
 
 async def _read(core: Core, ws: web.WebSocketResponse, listener: Listener, handle: FrameHandler, name: str) -> None:
@@ -128,7 +128,7 @@ async def _read(core: Core, ws: web.WebSocketResponse, listener: Listener, handl
                 except ProtocolError as e:
                     core.metrics.protocol_errors.inc()
                     log.warning("protocol_error", socket=name, error=str(e))
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=str(e).encode()[:120])
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=close_reason(str(e)))
                     break
                 except Exception:  # a bug handling one frame must not take the socket down
                     log.exception("frame_failed", socket=name)

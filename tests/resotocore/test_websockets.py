@@ -213,3 +213,12 @@ async def test_a_step_starting_during_the_handshake_sends_its_action_once(
     with pytest.raises(TimeoutError):
         await receive_json(ws, within=0.3)  # not a second time
     await ws.close()
+
+
+async def test_a_long_unicode_close_reason_stays_valid_utf8(core_client: CoreClientFactory) -> None:
+    client = await core_client()
+    ws = await client.ws_connect("/events")
+    await ws.send_str('{"kind": "x' + "é" * 200 + '", "message_type": "x", "data": {}}')  # cut mid-character
+    code, message = await closed_with(ws)  # an invalid UTF-8 reason would be a client-side error here
+    assert code == WSCloseCode.POLICY_VIOLATION and message.startswith("unknown message kind")
+    assert len(message.encode()) <= 120
