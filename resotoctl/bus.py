@@ -41,13 +41,7 @@ def list_subscribers(ctl: Ctl) -> None:
     async def main() -> None:
         async with ctl.client() as client:
             found = await client.subscribers()
-        out = Output(ctl.as_json)
-        if out.as_json:
-            out.document(found)
-        elif not found:
-            out.show("no subscribers")
-        else:
-            out.show(subscribers_table(plain(found)))
+        Output(ctl.as_json).listing(found, lambda: subscribers_table(plain(found)), "no subscribers")
 
     execute(main())
 

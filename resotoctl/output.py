@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -41,6 +42,15 @@ class Output:
         text = value if isinstance(value, str) else json.dumps(plain(value), separators=(",", ":"))
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
+
+    def listing(self, value: Any, table: Callable[[], RenderableType], empty: str | None = None) -> None:
+        """A fetched list: the JSON document, `empty` when there is nothing, else its table."""
+        if self.as_json:
+            self.document(value)
+        elif empty is not None and not value:
+            self.show(empty)
+        else:
+            self.show(table())
 
     def show(self, renderable: RenderableType) -> None:
         """A renderable; a string is printed as it is (no markup, no highlighting)."""

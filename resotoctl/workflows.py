@@ -41,11 +41,7 @@ def list_workflows(ctl: Ctl) -> None:
     async def main() -> None:
         async with ctl.client() as client:
             found = await client.workflows()
-        out = Output(ctl.as_json)
-        if out.as_json:
-            out.document(found)
-        else:
-            out.show(workflows_table(found, datetime.now(UTC)))
+        Output(ctl.as_json).listing(found, lambda: workflows_table(found, datetime.now(UTC)))
 
     execute(main())
 
@@ -95,13 +91,7 @@ def running(ctl: Ctl) -> None:
     async def main() -> None:
         async with ctl.client() as client:
             tasks = await client.tasks()
-        out = Output(ctl.as_json)
-        if out.as_json:
-            out.document(tasks)
-        elif not tasks:
-            out.show("no workflow is running")
-        else:
-            out.show(tasks_table(tasks, datetime.now(UTC)))
+        Output(ctl.as_json).listing(tasks, lambda: tasks_table(tasks, datetime.now(UTC)), "no workflow is running")
 
     execute(main())
 

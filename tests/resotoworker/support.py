@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from resotolib.client import CoreClient
 from resotolib.graph import CleanRequest, Edge, MergeResult, Node, NodePatch, SearchRequest
+from resotolib.protocol import Event, parse_message
 from resotoworker.collector import Collector, CollectorContext, GraphBatch, Progress
 from resotoworker.handler import Level
-from tests.support import LoggedProcess
+from tests.support import CoreProcess, LoggedProcess
 
 
 class RecordingReporter:
@@ -139,3 +141,27 @@ class WorkerProcess(LoggedProcess):
     async def start(self) -> WorkerProcess:
         await self.spawn()
         return self
+
+
+async def run_workflow(
+    client: CoreClient, core: CoreProcess, worker: WorkerProcess, within: float = 30.0
+) -> dict[str, Any]:
+    """Start collect_and_cleanup and wait for its task_end event; returns the finished task (fails with both logs)."""
+    async with client.websocket("events", params={"show": "task_end"}) as events:
+        started = await client.run_workflow("collect_and_cleanup")
+        assert started["status"] == "started", started
+        try:
+            async with asyncio.timeout(within):
+                async for frame in events:
+                    message = parse_message(frame.data)
+                    if isinstance(message, Event) and message.data.get("task") == started["task_id"]:
+                        break
+        except TimeoutError:
+            raise AssertionError(f"run did not end within {within}s\n{logs(core, worker)}") from None
+    task = await client.task(started["task_id"])
+    assert task["success"], f"run failed: {task}\n{logs(core, worker)}"
+    return task
+
+
+def logs(core: CoreProcess, worker: WorkerProcess) -> str:
+    return f"--- core log:\n{core.log[-40:]}\n--- worker log:\n{worker.tail()}"

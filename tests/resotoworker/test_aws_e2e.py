@@ -6,16 +6,14 @@ moto stamps every resource with the time it was created, so expiry comes from ``
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from resotolib.client import CoreClient
 from resotolib.graph import Filter, Node, SearchRequest
-from resotolib.protocol import Event, parse_message
 from tests.resotoworker.moto_support import NO_TAGS, create_bucket, ec2, moto_server, run_instance, s3, tag_spec
-from tests.resotoworker.support import WorkerProcess
+from tests.resotoworker.support import WorkerProcess, logs, run_workflow
 from tests.support import CoreProcess
 
 if TYPE_CHECKING:
@@ -93,28 +91,6 @@ async def aws_nodes(client: CoreClient) -> dict[str, Node]:
     return nodes
 
 
-async def run_workflow(client: CoreClient, core: CoreProcess, worker: WorkerProcess) -> dict[str, Any]:
-    """Start collect_and_cleanup and wait for its task_end event; returns the finished task."""
-    async with client.websocket("events", params={"show": "task_end"}) as events:
-        started = await client.run_workflow("collect_and_cleanup")
-        assert started["status"] == "started", started
-        try:
-            async with asyncio.timeout(RUN_WITHIN):
-                async for frame in events:
-                    message = parse_message(frame.data)
-                    if isinstance(message, Event) and message.data.get("task") == started["task_id"]:
-                        break
-        except TimeoutError:
-            raise AssertionError(f"run did not end within {RUN_WITHIN}s\n{logs(core, worker)}") from None
-    task = await client.task(started["task_id"])
-    assert task["success"], f"run failed: {task}\n{logs(core, worker)}"
-    return task
-
-
-def logs(core: CoreProcess, worker: WorkerProcess) -> str:
-    return f"--- core log:\n{core.log[-40:]}\n--- worker log:\n{worker.tail()}"
-
-
 async def test_collect_and_cleanup_deletes_expired_aws_resources(
     core_process: StartCore, worker_process: StartWorker, tmp_path: Path
 ) -> None:
@@ -129,7 +105,7 @@ async def test_collect_and_cleanup_deletes_expired_aws_resources(
         )  # fmt: skip
         await worker.wait_for("subscriber_connected", within=20)
         async with CoreClient(core.url) as client:
-            await run_workflow(client, core, worker)
+            await run_workflow(client, core, worker, RUN_WITHIN)
 
             left = in_moto(url)
             assert left.isdisjoint(doomed), f"not deleted: {left & doomed}\n{logs(core, worker)}"
@@ -141,7 +117,7 @@ async def test_collect_and_cleanup_deletes_expired_aws_resources(
             assert order.index(resources.instance) < order.index(resources.attached), order
             assert order.index(resources.instance) < order.index(resources.group), order
 
-            await run_workflow(client, core, worker)  # the next collect no longer sees them
+            await run_workflow(client, core, worker, RUN_WITHIN)  # the next collect no longer sees them
             nodes = await aws_nodes(client)
             assert doomed.isdisjoint(nodes) and kept <= nodes.keys(), logs(core, worker)
             assert not any(n.metadata.get("cleaned") for n in nodes.values())

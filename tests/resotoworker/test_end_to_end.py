@@ -3,7 +3,6 @@ the example cloud, and only those, from the cloud and (after the next collect) f
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -15,17 +14,14 @@ import pytest
 
 from resotolib.client import CoreClient, CoreError
 from resotolib.graph import Filter, Node, SearchRequest
-from resotolib.protocol import Event, parse_message
 from resotoworker.collectors.example_cloud import STATE_FILE, CloudSpec, ExampleCloud, generate_region
-from tests.resotoworker.support import WorkerProcess
+from tests.resotoworker.support import WorkerProcess, logs, run_workflow
 from tests.support import CoreProcess
 
 StartCore = Callable[..., Awaitable[CoreProcess]]
 StartWorker = Callable[..., Awaitable[WorkerProcess]]
 Key = tuple[str, str, str]
 """account, region, resource id"""
-
-RUN_WITHIN = 30.0
 
 
 def generated(spec: CloudSpec) -> dict[Key, Any]:
@@ -52,28 +48,6 @@ async def example_nodes(client: CoreClient) -> dict[Key, Node]:
             assert isinstance(ancestors, dict), item
             nodes[(str(ancestors["account"]), str(ancestors["region"]), str(item.reported["id"]))] = item
     return nodes
-
-
-async def run_workflow(client: CoreClient, core: CoreProcess, worker: WorkerProcess) -> dict[str, Any]:
-    """Run collect_and_cleanup, wait for its task_end event, return the task; fail with both logs."""
-    async with client.websocket("events", params={"show": "task_end"}) as events:
-        started = await client.run_workflow("collect_and_cleanup")
-        assert started["status"] == "started", started
-        try:
-            async with asyncio.timeout(RUN_WITHIN):
-                async for frame in events:
-                    message = parse_message(frame.data)
-                    if isinstance(message, Event) and message.data.get("task") == started["task_id"]:
-                        break
-        except TimeoutError:
-            raise AssertionError(f"run did not end within {RUN_WITHIN}s\n{logs(core, worker)}") from None
-    task = await client.task(started["task_id"])
-    assert task["success"], f"run failed: {task}\n{logs(core, worker)}"
-    return task
-
-
-def logs(core: CoreProcess, worker: WorkerProcess) -> str:
-    return f"--- core log:\n{core.log[-40:]}\n--- worker log:\n{worker.tail()}"
 
 
 async def test_collect_and_cleanup_removes_expired_resources(
