@@ -32,7 +32,7 @@ from resotocore.db.backends import open_stores
 from resotocore.db.graph_docs import Record, compact
 from resotocore.db.graph_store import EdgeRecord, GraphStore
 from resotocore.db.store import Changes, QueuedRun, Store
-from resotocore.workflow.machine import Run
+from resotocore.workflow.codec import load_run, run_dict
 from resotolib.protocol import Subscriber
 
 log = structlog.get_logger(__name__)
@@ -67,7 +67,7 @@ async def export_lines(store: Store, graphs: GraphStore) -> AsyncIterator[str]:
         yield line("subscriber", data=subscriber.model_dump(mode="json"))
     async for runs in store.every_run():
         for run in runs:
-            yield line("run", data=run.model_dump(mode="json"))
+            yield line("run", data=run_dict(run))
     for queued in await store.queue():
         yield line("queued", workflow_id=queued.workflow_id, trigger=queued.trigger, at=queued.queued_at.isoformat())
     for key, at in sorted((await store.trigger_times()).items()):
@@ -118,7 +118,7 @@ def _parse(number: int, value: dict[str, Any]) -> Any:
             case "subscriber":
                 return Subscriber.model_validate(value["data"])
             case "run":
-                return Run.model_validate(value["data"])
+                return load_run(value["data"])
             case "queued":
                 return QueuedRun(str(value["workflow_id"]), str(value["trigger"]), datetime.fromisoformat(value["at"]))
             case "trigger_time":

@@ -20,6 +20,7 @@ from resotocore.db.arango_conn import ArangoConnection, Collection, Index, Trans
 from resotocore.db.graph_docs import doc_key
 from resotocore.db.store import Changes, QueuedRun, RunPage
 from resotocore.graph import aql
+from resotocore.workflow.codec import load_run, run_dict, step_dict
 from resotocore.workflow.machine import Run, RunStatus
 from resotolib.protocol import Subscriber, TaskId
 
@@ -76,7 +77,7 @@ class ArangoStore:
             statements.append((aql.RUNS, aql.upsert_runs([self._run_doc(r) for r in changes.runs])))
             steps = [
                 {"_key": f"{doc_key(r.id)}-{idx}", "run_id": r.id, "idx": idx,
-                 "step": r.steps[idx].model_dump(mode="json")}
+                 "step": step_dict(r.steps[idx])}
                 for r in changes.runs
                 for idx in range(changes.steps_from.get(r.id, 0), len(r.steps))
             ]  # fmt: skip
@@ -110,7 +111,7 @@ class ArangoStore:
         return {
             "_key": doc_key(run.id), "id": run.id, "workflow_id": run.workflow_id, "status": run.status.value,
             "created_us": micros(run.created_at), "seq": self._seq,
-            "header": run.model_dump(mode="json", exclude={"steps"}),
+            "header": run_dict(run, steps=False),
         }  # fmt: skip
 
     def _in_transaction(self, collections: list[str], write: Callable[[Transaction], None]) -> None:
@@ -147,7 +148,7 @@ class ArangoStore:
         steps: dict[str, list[Any]] = {}
         for run_id, step in self._conn.query(aql.steps_of([h["id"] for h in headers])):
             steps.setdefault(run_id, []).append(step)
-        return [Run.model_validate({**h["header"], "steps": steps.get(h["id"], [])}) for h in headers]
+        return [load_run({**h["header"], "steps": steps.get(h["id"], [])}) for h in headers]
 
     async def queue(self) -> list[QueuedRun]:
         docs = await self._run(lambda: self._conn.query(aql.all_docs(aql.QUEUE)))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from resotocore.db.store import Changes, QueuedRun, RunPage, StoreError
+from resotocore.workflow.codec import load_run_json, run_json, step_json
 from resotocore.workflow.machine import Run, RunStatus
 from resotolib.protocol import Subscriber, TaskId
 
@@ -62,11 +63,16 @@ class SqliteStore:
         self._checkpoint: Future[None] | None = None
 
     async def commit(self, changes: Changes) -> None:
-        headers = self._changed_headers(changes.runs)
+        headers = {run.id: _header(run) for run in changes.runs}
+        changed: list[tuple[str, str, str, str, str]] = [
+            (run.id, run.workflow_id, run.status.value, run.created_at.isoformat(), headers[run.id])
+            for run in changes.runs
+            if self._headers.get(run.id) != headers[run.id]  # most answers change only a step
+        ]
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                _write(self._db, changes, headers)
+                _write(self._db, changes, changed)
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:  # a failed COMMIT may have rolled back already
@@ -76,21 +82,12 @@ class SqliteStore:
             raise StoreError(f"cannot write to {self.path}: {e}") from e
         for run in changes.runs:
             if run.status is RunStatus.running:
-                self._headers[run.id] = _header(run)
+                self._headers[run.id] = headers[run.id]
             else:
                 self._headers.pop(run.id, None)
         self._commits += 1
         if self._background_checkpoints and self._commits % CHECKPOINT_EVERY == 0:
             self._start_checkpoint()
-
-    def _changed_headers(self, runs: list[Run]) -> list[tuple[str, str, str, str, str]]:
-        """Rows of the runs whose header differs from the one stored last (most answers change only a step)."""
-        rows: list[tuple[str, str, str, str, str]] = []
-        for run in runs:
-            header = _header(run)
-            if self._headers.get(run.id) != header:
-                rows.append((run.id, run.workflow_id, run.status.value, run.created_at.isoformat(), header))
-        return rows
 
     def _start_checkpoint(self) -> None:
         if self._checkpoint is None or self._checkpoint.done():
@@ -112,7 +109,7 @@ class SqliteStore:
 
     def _load(self, task_id: str, header: str) -> Run:
         steps = self._db.execute("SELECT doc FROM run_steps WHERE run_id = ? ORDER BY idx", (task_id,)).fetchall()
-        return Run.model_validate_json(header[:-1] + ',"steps":[' + ",".join(doc for (doc,) in steps) + "]}")
+        return load_run_json(header[:-1] + ',"steps":[' + ",".join(doc for (doc,) in steps) + "]}")
 
     async def history(self, workflow_id: str, limit: int, offset: int) -> RunPage:
         rows = self._db.execute(
@@ -143,7 +140,7 @@ class SqliteStore:
 
 def _header(run: Run) -> str:
     """The run without its steps (stored as rows of their own, written only when they change)."""
-    return run.model_dump_json(exclude={"steps"})
+    return run_json(run, steps=False)
 
 
 def _checkpoint(path: Path, mode: Literal["PASSIVE", "TRUNCATE"]) -> None:
@@ -165,7 +162,7 @@ def _write(db: sqlite3.Connection, changes: Changes, headers: list[tuple[str, st
             headers,
         )
     steps = [
-        (r.id, idx, r.steps[idx].model_dump_json())
+        (r.id, idx, step_json(r.steps[idx]))
         for r in changes.runs
         for idx in range(changes.steps_from.get(r.id, 0), len(r.steps))
     ]

@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 from resotocore.bus.subscribers import check_name, make_subscription
 from resotocore.core import CORE, Core
 from resotocore.web.errors import ClientError, Conflict, NotFound, error_json
+from resotocore.workflow.codec import step_dict
 from resotocore.workflow.machine import Run
 from resotolib.protocol import Subscriber, SubscriberId, Subscription, TaskId
 
@@ -224,7 +225,7 @@ def run_json(run: Run, progress: dict[SubscriberId, Any] | None = None) -> dict[
         "waiting_for": current.waiting_for if current else [],
         "steps": [
             {
-                **step.model_dump(mode="json"),
+                **step_dict(step),
                 "duration": (step.ended_at - step.started_at).total_seconds() if step.ended_at else None,
             }
             for step in run.steps

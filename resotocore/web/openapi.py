@@ -24,7 +24,7 @@ from resotocore.bus.subscribers import MAX_TIMEOUT_SECONDS, NAME_PATTERN
 from resotocore.web.api import MAX_PAGE
 from resotocore.web.auth import OPEN_PATHS, VERIFIER
 from resotocore.web.graph_api import GRAPH_NAME
-from resotocore.workflow.machine import RunStatus, StepRun
+from resotocore.workflow.machine import Outcome, RunStatus
 from resotocore.workflow.model import Workflow
 from resotolib.graph import (
     AggregateRequest,
@@ -68,9 +68,29 @@ class WorkflowView(Workflow):
     missed_at_startup: int = Field(description="cron slots missed while the core was down")
 
 
-class StepView(StepRun):
-    model_config = ConfigDict(extra="forbid")
+class OutcomeView(_View):
+    outcome: Outcome
+    error: str | None
+    at: datetime | None
 
+
+class InfoView(_View):
+    subscriber_id: SubscriberId
+    level: str
+    message: str
+    at: datetime
+
+
+class StepView(_View):
+    name: str
+    message_type: str
+    started_at: datetime
+    deadline: datetime
+    ended_at: datetime | None
+    success: bool | None
+    subscribers: dict[SubscriberId, OutcomeView] = Field(description="outcome per subscriber waited for")
+    notified: list[SubscriberId] = Field(description="every subscriber the action was sent to")
+    info: list[InfoView] = Field(description="action_info messages of the step (at most 100)")
     duration: float | None = Field(description="seconds, once the step has ended")
 
 

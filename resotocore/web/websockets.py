@@ -8,10 +8,10 @@ bounded Listener; the reader parses frames one by one. An invalid frame closes t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
-from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from resotocore.bus.message_bus import Listener
 from resotocore.core import CORE, Core
@@ -119,7 +119,9 @@ async def _write(ws: web.WebSocketResponse, listener: Listener) -> None:
 
 async def _read(core: Core, ws: web.WebSocketResponse, listener: Listener, handle: FrameHandler, name: str) -> None:
     try:
-        async for handled, msg in _numbered(ws):
+        handled = 0
+        async for msg in ws:
+            handled += 1
             if handled % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a fast sender must not starve the writers of other sockets
             if msg.type is WSMsgType.TEXT:
@@ -142,13 +144,6 @@ async def _read(core: Core, ws: web.WebSocketResponse, listener: Listener, handl
                 break
     finally:
         listener.close(listener.close_reason or "closed")
-
-
-async def _numbered(ws: web.WebSocketResponse) -> AsyncIterator[tuple[int, WSMessage]]:
-    handled = 0
-    async for msg in ws:
-        handled += 1
-        yield handled, msg
 
 
 async def _from_subscriber(core: Core, sid: SubscriberId, msg: Message) -> None:

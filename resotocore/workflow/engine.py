@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -115,7 +115,7 @@ class Engine:
         for run in await self._store.running():
             if run.workflow_id not in self.workflows:
                 error = "workflow is no longer defined"
-                ended = run.model_copy(update={"status": m.RunStatus.cancelled, "ended_at": now, "error": error})
+                ended = replace(run, status=m.RunStatus.cancelled, ended_at=now, error=error)
                 changes = Changes()
                 changes.add_run(ended, len(ended.steps))
                 await self._store.commit(changes)
@@ -302,7 +302,14 @@ class Engine:
         self._dirty.add_run(run, first_changed)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(lambda: self.spawn(self._flush()))
+            asyncio.get_running_loop().call_soon(self._schedule_flush)
+
+    def _schedule_flush(self) -> None:
+        # A commit with effects in this loop iteration may have taken the dirty changes along already.
+        if self._dirty.runs:
+            self.spawn(self._flush())
+        else:
+            self._flush_scheduled = False
 
     async def _flush(self) -> None:
         """Commit the changes of this loop iteration that have no effects of their own."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from resotocore.workflow import machine as m
+from resotocore.workflow.codec import load_run_json, run_json
 from resotocore.workflow.model import OnError, OnSurpass, Step, Workflow, default_workflows
 from resotocore.workflow.surpass import decide
 from resotolib.protocol import SubscriberId, Subscription, TaskId
@@ -186,7 +188,7 @@ def test_run_state_round_trips_through_json() -> None:
     wf = workflow()
     t = start(wf)
     t = m.advance(t.run, wf, m.Answer(W, "collect", error="x"), T0, SUBS)
-    assert m.Run.model_validate_json(t.run.model_dump_json()) == t.run
+    assert load_run_json(run_json(t.run)) == t.run
 
 
 def test_default_workflows() -> None:
@@ -226,3 +228,25 @@ def test_on_surpass_decisions(
     decision = decide(policy, running, queued)
     assert (decision.start, decision.cancel, decision.enqueue) == expected
     assert decision.reason
+
+
+def test_the_copies_made_per_answer_carry_every_other_field_over() -> None:
+    # A new field must be added to _with_outcome / _replace_current too; this list is the reminder.
+    step_fields = ["name", "message_type", "started_at", "deadline", "ended_at", "success", "subscribers", "notified"]
+    assert [f.name for f in fields(m.StepRun)] == [*step_fields, "info"]
+    run_fields = ["id", "workflow_id", "trigger", "status", "created_at", "ended_at", "steps", "error"]
+    assert [f.name for f in fields(m.Run)] == run_fields
+    at = T0 + timedelta(minutes=1)
+    info = (m.InfoEntry(subscriber_id=W, level="warn", message="m", at=at),)
+    step = m.StepRun(
+        name="s", message_type="t", started_at=T0, deadline=at, ended_at=at, success=False,
+        subscribers={M: m.SubscriberOutcome()}, notified=(W, M), info=info,
+    )  # fmt: skip
+    outcome = m.SubscriberOutcome(outcome=m.Outcome.done, at=at)
+    assert m._with_outcome(step, W, outcome) == replace(step, subscribers={M: m.SubscriberOutcome(), W: outcome})
+    run = m.Run(
+        id=TaskId("t"), workflow_id="w", trigger="x", status=m.RunStatus.failed, created_at=T0, ended_at=at,
+        steps=(step, step), error="e",
+    )  # fmt: skip
+    other = replace(step, name="other")
+    assert m._replace_current(run, other) == replace(run, steps=(step, other))

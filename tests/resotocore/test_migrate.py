@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def finished_run(number: int) -> Run:
     step = StepRun(name="collect", message_type="collect", started_at=at, deadline=at, ended_at=at, success=True)
     return Run(
         id=TaskId(f"task-{number}"), workflow_id=WORKFLOW, trigger="schedule", status=RunStatus.succeeded,
-        created_at=at, ended_at=at, steps=(step, step.model_copy(update={"name": "cleanup"})),
+        created_at=at, ended_at=at, steps=(step, replace(step, name="cleanup")),
     )  # fmt: skip
 
 

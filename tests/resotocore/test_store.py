@@ -7,6 +7,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -116,12 +117,12 @@ async def test_only_changed_steps_are_written_and_all_are_read_back(store: Store
     def step(name: str) -> StepRun:
         return StepRun(name=name, message_type=name, started_at=T0, deadline=T0)
 
-    first = run("a").model_copy(update={"steps": (step("s0"), step("s1"))})
+    first = replace(run("a"), steps=(step("s0"), step("s1")))
     changes = Changes()
     changes.add_run(first)
     await store.commit(changes)
     # a later state whose step 0 is declared unchanged: what is stored for it stays
-    later = first.model_copy(update={"steps": (step("ignored"), step("s1b"), step("s2"))})
+    later = replace(first, steps=(step("ignored"), step("s1b"), step("s2")))
     changes = Changes()
     changes.add_run(later, 1)
     await store.commit(changes)
