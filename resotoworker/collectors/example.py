@@ -21,7 +21,14 @@ import structlog
 
 from resotolib.graph import Node
 from resotoworker.collector import Collector, CollectorContext, GraphBatch, Progress
-from resotoworker.collectors.example_cloud import STATE_FILE, CloudSpec, ExampleCloud, new_spec, write_atomically
+from resotoworker.collectors.example_cloud import (
+    STATE_FILE,
+    CloudSpec,
+    ExampleCloud,
+    ResourceGone,
+    new_spec,
+    write_atomically,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +94,11 @@ class ExampleCollector(Collector):
         if not cloud.indexed(account, region):
             async with self._lock:  # generating a region's index takes a moment: off the event loop
                 await asyncio.to_thread(cloud.region_index, account, region)
-        cloud.remove(account, region, str(node.reported["id"]))
+        try:
+            cloud.remove(account, region, str(node.reported["id"]))
+        except ResourceGone:  # deleted by a cleanup that stopped before it wrote `cleaned` back
+            log.info("example_resource_already_gone", node_id=node.id, account=account, region=region)
+            return
         self._journal(node, account, region)
         self._changes += 1
         await self._saved(self._changes)

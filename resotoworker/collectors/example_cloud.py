@@ -156,6 +156,10 @@ class ResourceNotFound(LookupError):
     """The resource does not exist (never did, or was deleted)."""
 
 
+class ResourceGone(ResourceNotFound):
+    """The resource existed and was deleted already."""
+
+
 class ResourceInUse(RuntimeError):
     """The resource cannot be deleted yet: another one depends on it."""
 
@@ -199,13 +203,15 @@ class ExampleCloud:
         return (res for res in generate_region(self.spec, a, r) if not _is_set(gone, res.index))
 
     def remove(self, account: str, region: str, resource_id: str) -> Resource:
-        """Delete one resource in memory (see ``save``); raises ResourceNotFound or ResourceInUse."""
+        """Delete one resource in memory (see ``save``); raises ResourceNotFound, ResourceGone or ResourceInUse."""
         key = f"{account}/{region}"
         index = self.region_index(account, region)
         gone = self.deleted.setdefault(key, bytearray((self.spec.resources + 7) // 8))
         resource = index.get(resource_id)
-        if resource is None or _is_set(gone, resource.index):
+        if resource is None:
             raise ResourceNotFound(f"{key}: no resource {resource_id!r}")
+        if _is_set(gone, resource.index):
+            raise ResourceGone(f"{key}: {resource_id} is deleted already")
         attached = index[resource.attached_to] if resource.attached_to is not None else None
         if attached is not None and not _is_set(gone, attached.index):
             raise ResourceInUse(f"{key}: {resource_id} is attached to {attached.id}")
