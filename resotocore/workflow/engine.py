@@ -425,6 +425,9 @@ class Engine:
 
 def _first_changed(before: m.Run, after: m.Run) -> int:
     """Index of the first step that differs (the machine keeps unchanged steps as the same objects)."""
+    last = min(len(before.steps), len(after.steps)) - 1
+    if last > 0 and before.steps[:last] == after.steps[:last]:  # most inputs change only the last step
+        return last if before.steps[last] is not after.steps[last] else last + 1
     for index, (old, new) in enumerate(zip(before.steps, after.steps, strict=False)):
         if old is not new:
             return index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -9,7 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from resotocore.config import CoreConfig
+from resotocore.workflow import machine as m
+from resotocore.workflow.engine import _first_changed
 from resotocore.workflow.model import EventTrigger, OnError, OnSurpass, Step, Workflow
+from resotolib.protocol import TaskId
 from tests.support import START, CoreClientFactory, FakeClock, answer, core_of, receive_json, settle, subscribe
 
 
@@ -257,3 +261,17 @@ async def test_metrics_and_system_endpoints(core_client: CoreClientFactory) -> N
     assert 'resotocore_runs_finished_total{status="succeeded",workflow="wf"} 1.0' in text
     assert 'resotocore_step_duration_seconds_count{step="work",workflow="wf"} 1.0' in text
     assert "resotocore_subscribers_connected 1.0" in text
+
+
+def test_first_changed_step_is_found_wherever_the_change_is() -> None:
+    def step(name: str) -> m.StepRun:
+        return m.StepRun(name=name, message_type=name, started_at=START, deadline=START)
+
+    steps = (step("a"), step("b"), step("c"))
+    run = m.Run(id=TaskId("t"), workflow_id="w", trigger="x", created_at=START, steps=steps)
+    assert _first_changed(run, run) == 3
+    assert _first_changed(run, replace(run, steps=(*steps[:2], step("c2")))) == 2
+    assert _first_changed(run, replace(run, steps=(*steps, step("d")))) == 3
+    assert _first_changed(run, replace(run, steps=(steps[0], step("b2"), steps[2]))) == 1  # info on an old step
+    assert _first_changed(run, replace(run, status=m.RunStatus.failed)) == 3
+    assert _first_changed(replace(run, steps=()), run) == 0
