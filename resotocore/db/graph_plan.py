@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from resotocore.db.graph_docs import MERGE_FIELDS, Record, digest, extract, is_one, sql_text, strip_metadata
-from resotocore.db.graph_lines import parse_line
-from resotocore.db.graph_merge import MergeError
+from resotocore.db.graph_lines import MergeError, parse_line
 from resotocore.graph.expiry import expires_text
 from resotolib.graph import MergeResult
 

@@ -1,7 +1,7 @@
 """The resource graph on SQLite: its own file, one writer thread, readers in parallel (WAL).
 
-A merge streams NDJSON lines into a staging table inside one transaction, then validates, walks the
-containment edges (ancestors and the replaced subtree) and applies everything with set-based SQL.
+A merge reads the NDJSON lines as they stream in, inside one transaction, then walks the containment
+edges (ancestors and the replaced subtree) and applies everything with set-based SQL (graph_merge).
 Any problem — a broken line, an edge to an unknown node, a dropped connection — rolls the whole
 merge back: the previous graph stays as it was.
 """
@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from resotocore.db.graph_docs import Record
 from resotocore.db.graph_lines import numbered_lines
-from resotocore.db.graph_merge import MergeError, apply_merge, begin_merge, stage_lines
+from resotocore.db.graph_merge import MergeError, SqliteMerge
 from resotocore.db.graph_store import EdgeRecord
 from resotolib.graph import (
     AggregateRequest,
@@ -34,7 +34,6 @@ from resotolib.graph import (
 __all__ = ["MergeError", "SqliteGraphStore", "connect"]
 from resotocore.db.store import StoreError
 from resotocore.graph import query
-from resotocore.graph.expiry import expires_text
 
 T = TypeVar("T")
 
@@ -69,7 +68,6 @@ def connect(path: Path, durability: Literal["normal", "full"] = "normal") -> sql
     db.execute("PRAGMA busy_timeout=10000")
     db.execute("PRAGMA temp_store=FILE")
     db.execute("PRAGMA cache_size=-65536")
-    db.create_function("resoto_expires", 4, expires_text, deterministic=True)
     return db
 
 
@@ -96,14 +94,14 @@ class SqliteGraphStore:
     async def merge(self, graph: str, chunks: AsyncIterable[bytes]) -> MergeResult:
         """Merge an NDJSON stream (nodes, then edges) into `graph`, all or nothing."""
         async with self._write_lock:
-            await self._write(begin_merge)
+            merge = SqliteMerge(self._write_db, graph)
             try:
+                await self._write(lambda db: merge.begin())
                 async for batch in numbered_lines(chunks):
-                    await self._write(lambda db, b=batch: stage_lines(db, b))  # type: ignore[misc]
-                return await self._write(lambda db: apply_merge(db, graph))
-            except BaseException:
-                await asyncio.shield(self._write(_rollback))
-                raise
+                    await self._write(lambda db, b=batch: merge.add(b))  # type: ignore[misc]
+                return await self._write(lambda db: merge.finish())
+            finally:
+                await asyncio.shield(self._write(lambda db: merge.close()))
 
     async def clean(self, graph: str, request: CleanRequest) -> int:
         cond = query.where(request.filter)

@@ -13,8 +13,7 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from resotocore.core import CORE
-from resotocore.db.graph_merge import MergeError
-from resotocore.db.graph_store import GraphStore
+from resotocore.db.graph_store import GraphStore, MergeError
 from resotocore.db.store import StoreError
 from resotocore.web.errors import ClientError, NotFound
 from resotolib.graph import AggregateRequest, AggregateRow, CleanRequest, NodePatch, SearchRequest

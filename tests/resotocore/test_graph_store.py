@@ -19,11 +19,11 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from resotocore.db.graph_docs import STATE_DEFAULTS, Record, node_line
-from resotocore.db.graph_lines import parse_line
-from resotocore.db.graph_merge import PROBLEM, MergeError
+from resotocore.db.graph_lines import UNPAIRED_SURROGATE, parse_line
 from resotocore.db.graph_plan import Ancestry, Staging, Stored
+from resotocore.db.graph_rows import BatchRows
 from resotocore.db.graph_sqlite import SqliteGraphStore
-from resotocore.db.graph_store import GraphStore
+from resotocore.db.graph_store import GraphStore, MergeError
 from resotolib.graph import AggregateRequest, CleanRequest, Filter, NodePatch, SearchRequest
 from resotoworker.collector import GraphBatch
 
@@ -345,11 +345,40 @@ HOSTILE_LINES = [
 ]  # fmt: skip
 
 
+SQLITE_PROBLEM = """
+SELECT CASE
+    WHEN NOT json_valid(?1) THEN 'not valid JSON'
+    WHEN json_type(?1) != 'object' THEN 'not a JSON object'
+    WHEN json_type(?1, '$.reported') IS NOT NULL THEN CASE
+        WHEN json_type(?1, '$.reported') != 'object' THEN 'reported must be an object'
+        WHEN json_type(?1, '$.id') IS NOT 'text' OR json_extract(?1, '$.id') = ''
+            THEN 'node id must be a non-empty string'
+        WHEN json_type(?1, '$.reported.kind') IS NOT 'text' THEN 'reported.kind must be a string'
+        WHEN coalesce(json_type(?1, '$.metadata'), 'object') != 'object' THEN 'metadata must be an object'
+        END
+    WHEN json_type(?1, '$.from') IS NOT NULL OR json_type(?1, '$.to') IS NOT NULL THEN CASE
+        WHEN json_type(?1, '$.from') IS NOT 'text' OR json_type(?1, '$.to') IS NOT 'text'
+            THEN 'edge from and to must be strings'
+        WHEN coalesce(json_extract(?1, '$.edge_type'), 'default') NOT IN ('default', 'delete')
+            THEN 'edge_type must be default or delete'
+        END
+    ELSE 'neither a node (id, reported) nor an edge (from, to)'
+END
+"""
+"""The checks of one line in SQLite's JSON functions, which read the stored documents in search and aggregate."""
+
+
+def sqlite_merge_verdict(text: str) -> str | None:
+    try:
+        BatchRows().read([(1, text)])
+    except MergeError as e:
+        return str(e).removeprefix("line 1: ")
+    return None
+
+
 def test_python_line_checks_say_what_sqlite_says() -> None:
     db = sqlite3.connect(":memory:")
-    db.execute("CREATE TEMP TABLE stage_raw (n INTEGER PRIMARY KEY, line TEXT NOT NULL)")
     for text in HOSTILE_LINES:
-        db.execute("DELETE FROM stage_raw")
-        db.execute("INSERT INTO stage_raw VALUES (1, ?)", (text,))
-        row = db.execute(PROBLEM).fetchone()
-        assert parse_line(text)[1] == (row[1] if row else None), text
+        (expected,) = db.execute(SQLITE_PROBLEM, (text,)).fetchone()
+        assert parse_line(text)[1] == expected, text
+        assert sqlite_merge_verdict(text) == (UNPAIRED_SURROGATE if "\\ud800" in text else expected), text
