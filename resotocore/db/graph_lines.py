@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 
 LINE_BATCH = 5000
+BLANK = " \t\n\r\x0b\x0c"
+"""What ``bytes.strip`` removes: a line of only these is empty (other white space makes it a broken line)."""
 EDGE_TYPES = ("default", "delete")
 UNPAIRED_SURROGATE = "string with an unpaired UTF-16 surrogate"
 
@@ -38,17 +40,24 @@ async def numbered_lines(
     chunks: AsyncIterable[bytes], batch_size: int = LINE_BATCH
 ) -> AsyncIterator[list[tuple[int, str]]]:
     """Split a byte stream into (line number, text) batches; empty lines are counted but skipped."""
-    number, rest, batch = 0, b"", []
+    number, pending, batch = 0, list[bytes](), list[tuple[int, str]]()
     async for chunk in chunks:
-        parts = (rest + chunk).split(b"\n")
-        rest = parts.pop()
-        for part in parts:
-            number += 1
-            if part.strip():
-                batch.append((number, _text(part, number)))
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            pending.append(chunk)
+            continue
+        block = b"".join((*pending, chunk[:end]))
+        pending = [chunk[end + 1 :]]
+        try:
+            texts = block.decode().split("\n")
+        except UnicodeDecodeError:
+            texts = [_text(part, number + index) for index, part in enumerate(block.split(b"\n"), start=1)]
+        batch += [(n, text.strip()) for n, text in enumerate(texts, start=number + 1) if text.strip(BLANK)]
+        number += len(texts)
         if len(batch) >= batch_size:
             yield batch
             batch = []
+    rest = b"".join(pending)
     if rest.strip():
         batch.append((number + 1, _text(rest, number + 1)))
     if batch:

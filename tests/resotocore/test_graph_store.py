@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from resotocore.db.graph_docs import STATE_DEFAULTS, Record, node_line
-from resotocore.db.graph_lines import UNPAIRED_SURROGATE, parse_line
+from resotocore.db.graph_lines import UNPAIRED_SURROGATE, numbered_lines, parse_line
 from resotocore.db.graph_plan import Ancestry, Staging, Stored
 from resotocore.db.graph_rows import BatchRows
 from resotocore.db.graph_sqlite import SqliteGraphStore
@@ -150,6 +150,21 @@ async def test_a_bad_batch_changes_nothing_and_names_the_line(
         await merge(graphs, [*good, *lines])
     assert str(raised.value) == f"line {len(good) + line}: {reason}"
     assert await search(graphs) == before
+
+
+async def test_lines_are_numbered_the_same_however_the_stream_is_cut() -> None:
+    data = '{"a": 1}\r\n\n  \n{"b": "\u00e9"}\n\u00a0\n\t{"c": 2} \n{"d": 3}'.encode()
+    expected = [(1, '{"a": 1}'), (4, '{"b": "\u00e9"}'), (5, ""), (6, '{"c": 2}'), (7, '{"d": 3}')]
+
+    async def cut(size: int) -> AsyncIterator[bytes]:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    for size in (1, 2, 3, 7, len(data)):
+        assert [line async for batch in numbered_lines(cut(size), batch_size=2) for line in batch] == expected
+    data = b'{}\n{}\n{"a": "\xff"}\n{}\n'
+    with pytest.raises(MergeError, match=r"^line 3: not valid UTF-8$"):
+        [line async for batch in numbered_lines(cut(5)) for line in batch]
 
 
 async def test_invalid_utf8_is_refused(graphs: GraphStore) -> None:
