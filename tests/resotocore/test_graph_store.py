@@ -20,10 +20,11 @@ import pytest
 
 from resotocore.db.graph_docs import STATE_DEFAULTS, Record, node_line
 from resotocore.db.graph_lines import UNPAIRED_SURROGATE, numbered_lines, parse_line
-from resotocore.db.graph_plan import Ancestry, Staging, Stored
+from resotocore.db.graph_plan import Staging, Stored
 from resotocore.db.graph_rows import BatchRows
 from resotocore.db.graph_sqlite import SqliteGraphStore
 from resotocore.db.graph_store import GraphStore, MergeError
+from resotocore.db.graph_walk import Ancestry
 from resotolib.graph import AggregateRequest, CleanRequest, Filter, NodePatch, SearchRequest
 from resotoworker.collector import GraphBatch
 
