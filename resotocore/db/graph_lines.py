@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import orjson
 
-LINE_BATCH = 5000
+LINE_BATCH = 20000
 BLANK = " \t\n\r\x0b\x0c"
 """What ``bytes.strip`` removes: a line of only these is empty (other white space makes it a broken line)."""
 EDGE_TYPES = ("default", "delete")
 UNPAIRED_SURROGATE = "string with an unpaired UTF-16 surrogate"
+_BIG_NUMBER = re.compile(rb"e\+")  # how orjson writes a float of 1e16 or more, and so an integer beyond 64 bits
 
 
 class MergeError(ValueError):
@@ -175,7 +177,7 @@ def load_line(text: str) -> tuple[Any, str | None]:
         canonical = orjson.dumps(value)  # as many quotes as the line, unless a repeated key was dropped
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return _load_exact(text)
-    if b"e+" in canonical or "\\u0022" in text or text.count('"') != canonical.count(b'"'):
+    if _BIG_NUMBER.search(canonical) or "\\u0022" in text or text.count('"') != canonical.count(b'"'):
         return _load_exact(text)
     return value, None
 

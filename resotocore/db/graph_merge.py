@@ -1,23 +1,27 @@
 """The merge of one NDJSON batch into the SQLite graph, inside one transaction on the writer connection.
 
-While the lines stream in, each is read once (graph_rows) and its row goes to a temporary table of the
-merge: node rows with every column but the ancestry, edge rows. At the end: edges to nodes outside the
-batch are checked against the graph; the containment walk (graph_walk) gives every node its cloud,
-account, region and replace root, kept as runs of consecutive nodes with the same ancestry; what
-vanished from a replaced subtree is deleted with its edges, the edges leaving replaced nodes are
-dropped, and nodes and edges are written with set-based SQL. State of surviving nodes that the core
-owns (desired.clean, cleaned, clean reason, event log) is kept. The caller rolls back on any error, so
-a failed merge leaves the graph as it was.
+While the lines stream in, each is read once (graph_rows) and its row goes to a scratch table of the
+merge: node rows with every column but the ancestry, edge rows. Reading a batch (``read``: no I/O)
+may run in another thread while the previous batch is written (``write``: one statement per table
+taking the rows as one JSON array, during which SQLite does not hold the GIL). At the end: edges to
+nodes outside the batch are checked against the graph; the containment walk (graph_walk) gives every
+node its cloud, account, region and replace root, kept as runs of consecutive nodes with the same
+ancestry; what vanished from a replaced subtree is deleted with its edges, the edges leaving replaced
+nodes are dropped, and nodes and edges are written with set-based SQL. State of surviving nodes that
+the core owns (desired.clean, cleaned, clean reason, event log) is kept. The caller rolls back on any
+error, so a failed merge leaves the graph as it was.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+import orjson
 
 from resotocore.db.graph_lines import MergeError
-from resotocore.db.graph_rows import BatchRows
+from resotocore.db.graph_rows import BatchRows, EdgeRow, NodeRow
 from resotocore.db.graph_walk import Ancestry
 from resotolib.graph import MergeResult
 
@@ -37,8 +41,12 @@ TABLES = (
 )
 INSERT_NODES = "INSERT INTO merge_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_EDGES = "INSERT INTO merge_edges VALUES (?, ?, ?)"
+INSERT_NODES_JSON = f"INSERT INTO merge_nodes SELECT {', '.join(f'value ->> {i}' for i in range(9))} FROM json_each(?)"
+INSERT_EDGES_JSON = f"INSERT INTO merge_edges SELECT {', '.join(f'value ->> {i}' for i in range(3))} FROM json_each(?)"
 INSERT_RUNS = "INSERT INTO merge_runs VALUES (?, ?, ?, ?, ?, ?)"
 IDS_CHUNK = 500
+Batch = tuple[list[NodeRow] | str, list[EdgeRow] | str]
+"""A batch's node rows and edge rows, each as a list or encoded as one JSON array"""
 
 WALKED = "merge_runs r CROSS JOIN merge_nodes s ON s.position BETWEEN r.low AND r.high"
 
@@ -67,13 +75,24 @@ INSERT OR IGNORE INTO edges (graph, from_id, to_id, edge_type) SELECT ?1, from_i
 """
 
 
+Rows = TypeVar("Rows", list[NodeRow], list[EdgeRow])
+
+
+def _encoded(rows: Rows) -> Rows | str:
+    """The rows as one JSON array, which SQLite inserts in one statement without holding the GIL (so the next
+    lines are read meanwhile); as they are if a text holds NUL, which SQLite's JSON functions cut short."""
+    text = orjson.dumps(rows)
+    return rows if b"\\u0000" in text else text.decode()
+
+
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), IDS_CHUNK):
         yield items[start : start + IDS_CHUNK]
 
 
 class SqliteMerge:
-    """One merge on the writer connection: ``begin``, ``add`` per batch of lines, ``finish`` (commits)."""
+    """One merge on the writer connection: ``begin``, ``read`` and ``write`` per batch of lines, ``finish``
+    (commits), ``close``."""
 
     def __init__(self, db: sqlite3.Connection, graph: str) -> None:
         self._db = db
@@ -94,10 +113,21 @@ class SqliteMerge:
         if any(name == "merge" for _, name, _ in self._db.execute("PRAGMA database_list")):
             self._db.execute("DETACH DATABASE merge")
 
-    def add(self, lines: Iterable[tuple[int, str]]) -> None:
+    def read(self, lines: Iterable[tuple[int, str]]) -> Batch:
+        """The rows of these lines, ready for ``write``: no I/O, so it may run while an earlier batch is written."""
         nodes, edges = self._rows.read(lines)
-        self._db.executemany(INSERT_NODES, nodes)
-        self._db.executemany(INSERT_EDGES, edges)
+        return _encoded(nodes), _encoded(edges)
+
+    def write(self, batch: Batch) -> None:
+        nodes, edges = batch
+        self._insert(nodes, INSERT_NODES, INSERT_NODES_JSON)
+        self._insert(edges, INSERT_EDGES, INSERT_EDGES_JSON)
+
+    def _insert(self, rows: Sequence[tuple[Any, ...]] | str, many: str, json_each: str) -> None:
+        if isinstance(rows, str):
+            self._db.execute(json_each, (rows,))
+        else:
+            self._db.executemany(many, rows)
 
     def finish(self) -> MergeResult:
         """Check the edges, walk, write, commit; raises MergeError (the caller rolls back)."""

@@ -1,7 +1,8 @@
 """The resource graph on SQLite: its own file, one writer thread, readers in parallel (WAL).
 
-A merge reads the NDJSON lines as they stream in, inside one transaction, then walks the containment
-edges (ancestors and the replaced subtree) and applies everything with set-based SQL (graph_merge).
+A merge reads the NDJSON lines as they stream in (in a parser thread, while the writer thread stores the
+previous batch), inside one transaction, then walks the containment edges (ancestors and the replaced
+subtree) and applies everything with set-based SQL (graph_merge).
 Any problem — a broken line, an edge to an unknown node, a dropped connection — rolls the whole
 merge back: the previous graph stays as it was.
 """
@@ -78,6 +79,7 @@ class SqliteGraphStore:
         self._durability = durability
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="graph-writer")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="graph-reader")
+        self._parser = ThreadPoolExecutor(1, thread_name_prefix="graph-parser")
         self._local = threading.local()
         self._write_db = connect(path, durability)
         self._write_db.executescript(SCHEMA)
@@ -87,6 +89,7 @@ class SqliteGraphStore:
         await self._write(lambda db: None)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._parser.shutdown(wait=True)
         self._write_db.close()
 
     # ---- writes -------------------------------------------------------------------------------------
@@ -95,12 +98,20 @@ class SqliteGraphStore:
         """Merge an NDJSON stream (nodes, then edges) into `graph`, all or nothing."""
         async with self._write_lock:
             merge = SqliteMerge(self._write_db, graph)
+            writing: asyncio.Task[None] | None = None  # the previous batch, written while the next one is read
             try:
                 await self._write(lambda db: merge.begin())
-                async for batch in numbered_lines(chunks):
-                    await self._write(lambda db, b=batch: merge.add(b))  # type: ignore[misc]
+                async for lines in numbered_lines(chunks):
+                    batch = await asyncio.get_running_loop().run_in_executor(self._parser, merge.read, lines)
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(self._write(lambda db, b=batch: merge.write(b)))  # type: ignore[misc]
+                if writing is not None:
+                    await writing
                 return await self._write(lambda db: merge.finish())
             finally:
+                if writing is not None:
+                    _drop(writing)  # a statement under way still ends first: the writer runs one thing at a time
                 await asyncio.shield(self._write(lambda db: merge.close()))
 
     async def clean(self, graph: str, request: CleanRequest) -> int:
@@ -240,6 +251,12 @@ def _row(record: Record) -> tuple[Any, ...]:
         else int(record[c]) if c in _BOOL_COLUMNS else record[c]
         for c in RECORD_COLUMNS
     )  # fmt: skip
+
+
+def _drop(task: asyncio.Task[None]) -> None:
+    """Stop waiting for a task; if it has ended, its error (if any) is taken so that it is not logged as lost."""
+    if not task.cancel() and not task.cancelled():
+        task.exception()
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -151,6 +151,23 @@ LINES = [
 ]  # fmt: skip
 
 
+async def test_texts_with_nul_are_kept_whole(graphs: SqliteGraphStore) -> None:
+    lines = [
+        '{"id": "a\\u0000b", "reported": {"kind": "k", "name": "x\\u0000y"}}',
+        '{"id": "a\\u0000c", "reported": {"kind": "k"}}',
+        '{"from": "a\\u0000b", "to": "a\\u0000c"}',
+    ]
+    assert (await merge(graphs, lines))["created"] == 2
+    request = SearchRequest(with_edges="default")
+    found = [json.loads(line) async for chunk in graphs.search("g", request) for line in chunk]
+    assert [n.get("id") for n in found] == ["a\x00b", "a\x00c", None]
+    assert found[0]["reported"]["name"] == "x\x00y" and found[2] == {
+        "from": "a\x00b",
+        "to": "a\x00c",
+        "edge_type": "default",
+    }
+
+
 def plain(value: Any) -> Any:
     """A value of load_line with each Literal read as the standard library reads it (int, or float: inf)."""
     return json.loads(json.dumps(value, default=lambda literal: json.loads(literal.text)))
