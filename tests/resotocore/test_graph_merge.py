@@ -151,6 +151,15 @@ LINES = [
 ]  # fmt: skip
 
 
+async def test_values_come_back_compact_and_numbers_beyond_a_double_as_written(graphs: SqliteGraphStore) -> None:
+    line = (
+        '{"id": "a", "reported": {"kind": "k", "f": 1.50, "s": "\\u0041\\/", "n": 18446744073709551616, "h": -1E400}}'
+    )
+    await merge(graphs, [line])
+    (found,) = [text async for chunk in graphs.search("g", SearchRequest()) for text in chunk]
+    assert found.startswith('{"id":"a","reported":{"kind":"k","f":1.5,"s":"A/","n":18446744073709551616,"h":-1E400}')
+
+
 async def test_texts_with_nul_are_kept_whole(graphs: SqliteGraphStore) -> None:
     lines = [
         '{"id": "a\\u0000b", "reported": {"kind": "k", "name": "x\\u0000y"}}',
