@@ -19,8 +19,9 @@ import structlog
 from resotocore.db.arango_conn import ArangoConnection, Collection, Index, Transaction
 from resotocore.db.graph_docs import STATE_DEFAULTS, Record, compact, digest, doc_key, node_line, order_key
 from resotocore.db.graph_lines import numbered_lines
-from resotocore.db.graph_plan import Ancestry, MergePlan, Staging, Stored
+from resotocore.db.graph_plan import MergePlan, Staging, Stored
 from resotocore.db.graph_store import EdgeRecord
+from resotocore.db.graph_walk import Ancestry
 from resotocore.graph import aql
 from resotolib.graph import (
     AggregateRequest,

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
+
+from resotocore.db.graph_lines import Literal
 
 Record = dict[str, Any]
 MERGE_FIELDS = (
@@ -32,6 +35,8 @@ def compact(value: Any) -> str:
 
 def extract(value: Any) -> Any:
     """A JSON value as SQLite's json_extract returns it: booleans as 0/1, containers as JSON text."""
+    if isinstance(value, Literal):
+        return value.number()
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int) and not -INT64 <= value < INT64:
@@ -42,7 +47,9 @@ def extract(value: Any) -> Any:
 
 
 def real_text(value: float) -> str:
-    """A float as SQLite renders a REAL as text (``%!.15g``: 4.0 → '4.0', 1e20 → '1.0e+20')."""
+    """A float as SQLite renders a REAL as text (``%!.15g``: 4.0 → '4.0', 1e20 → '1.0e+20', 'Inf')."""
+    if math.isinf(value):
+        return "Inf" if value > 0 else "-Inf"
     text = f"{value:.15g}"
     if "e" in text:
         mantissa, exponent = text.split("e")

@@ -1,152 +1,65 @@
-"""The merge of one NDJSON batch into the SQLite graph, as set-based SQL inside one transaction.
+"""The merge of one NDJSON batch into the SQLite graph, inside one transaction on the writer connection.
 
-Steps: stage raw lines → validate (first bad line wins) → split into nodes and edges → check edge
-ends → walk containment edges from the batch's roots (ancestors: cloud, account, region; the
-nearest node flagged ``metadata.replace``) → delete what vanished from replaced subtrees → upsert.
-State of surviving nodes that the core owns (desired.clean, cleaned, event log) is kept.
+While the lines stream in, each is read once (graph_rows) and its row goes to a scratch table of the
+merge: node rows with every column but the ancestry, edge rows. Reading a batch (``read``: no I/O)
+may run in another thread while the previous batch is written (``write``: one statement per table
+taking the rows as one JSON array, during which SQLite does not hold the GIL). At the end: edges to
+nodes outside the batch are checked against the graph; the containment walk (graph_walk) gives every
+node its cloud, account, region and replace root, kept as runs of consecutive nodes with the same
+ancestry; what vanished from a replaced subtree is deleted with its edges, the edges leaving replaced
+nodes are dropped, and nodes and edges are written with set-based SQL. State of surviving nodes that
+the core owns (desired.clean, cleaned, clean reason, event log) is kept. The caller rolls back on any
+error, so a failed merge leaves the graph as it was.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
+import orjson
+
+from resotocore.db.graph_lines import MergeError
+from resotocore.db.graph_rows import BatchRows, EdgeRow, NodeRow
+from resotocore.db.graph_walk import Ancestry
 from resotolib.graph import MergeResult
 
+__all__ = ["MergeError", "SqliteMerge"]
 
-class MergeError(ValueError):
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}")
-        self.line = line
-
-
-STAGE = """
-CREATE TEMP TABLE IF NOT EXISTS stage_raw (n INTEGER PRIMARY KEY, line TEXT NOT NULL);
-CREATE TEMP TABLE IF NOT EXISTS stage_nodes (
-    id TEXT PRIMARY KEY, n INTEGER, kind TEXT, rid TEXT, name TEXT, ctime TEXT, expires TEXT,
-    is_replace INTEGER, protected INTEGER, reported TEXT, metadata TEXT
-) WITHOUT ROWID;
-CREATE TEMP TABLE IF NOT EXISTS stage_edges (from_id TEXT, to_id TEXT, edge_type TEXT, n INTEGER);
-CREATE INDEX IF NOT EXISTS temp.stage_edges_from ON stage_edges (from_id, edge_type);
-CREATE INDEX IF NOT EXISTS temp.stage_edges_to ON stage_edges (to_id, edge_type);
-CREATE TEMP TABLE IF NOT EXISTS stage_walk (
-    id TEXT PRIMARY KEY, cloud TEXT, account TEXT, region TEXT, replace_root TEXT
-) WITHOUT ROWID;
-CREATE TEMP TABLE IF NOT EXISTS stage_gone (id TEXT PRIMARY KEY) WITHOUT ROWID;
-DELETE FROM stage_raw; DELETE FROM stage_nodes; DELETE FROM stage_edges; DELETE FROM stage_walk; DELETE FROM stage_gone;
-"""
-
-PROBLEM = """
-SELECT n, CASE
-    WHEN NOT json_valid(line) THEN 'not valid JSON'
-    WHEN json_type(line) != 'object' THEN 'not a JSON object'
-    WHEN json_type(line, '$.reported') IS NOT NULL THEN CASE
-        WHEN json_type(line, '$.reported') != 'object' THEN 'reported must be an object'
-        WHEN json_type(line, '$.id') IS NOT 'text' OR json_extract(line, '$.id') = ''
-            THEN 'node id must be a non-empty string'
-        WHEN json_type(line, '$.reported.kind') IS NOT 'text' THEN 'reported.kind must be a string'
-        WHEN coalesce(json_type(line, '$.metadata'), 'object') != 'object' THEN 'metadata must be an object'
-        END
-    WHEN json_type(line, '$.from') IS NOT NULL OR json_type(line, '$.to') IS NOT NULL THEN CASE
-        WHEN json_type(line, '$.from') IS NOT 'text' OR json_type(line, '$.to') IS NOT 'text'
-            THEN 'edge from and to must be strings'
-        WHEN coalesce(json_extract(line, '$.edge_type'), 'default') NOT IN ('default', 'delete')
-            THEN 'edge_type must be default or delete'
-        END
-    ELSE 'neither a node (id, reported) nor an edge (from, to)'
-END AS problem
-FROM stage_raw WHERE problem IS NOT NULL ORDER BY n LIMIT 1
-"""
-
-SPLIT_NODES = """
-INSERT INTO stage_nodes (id, n, kind, rid, name, ctime, expires, is_replace, protected, reported, metadata)
-WITH parts AS MATERIALIZED (
-    SELECT n, json_extract(line, '$.id') AS id, json_extract(line, '$.reported') AS r,
-        coalesce(json_extract(line, '$.metadata'), '{}') AS m
-    FROM stage_raw WHERE json_type(line, '$.reported') = 'object'
+SCRATCH = (
+    "ATTACH DATABASE '' AS merge",  # a private file, deleted when detached: no page is freed one by one
+    "PRAGMA merge.journal_mode = OFF",
+    "PRAGMA merge.synchronous = OFF",
 )
-SELECT id, n, json_extract(r, '$.kind'), CAST(json_extract(r, '$.id') AS TEXT),
-    CAST(json_extract(r, '$.name') AS TEXT), CAST(json_extract(r, '$.ctime') AS TEXT),
-    CASE WHEN instr(r, 'xpir') THEN resoto_expires(
-        json_extract(r, '$.tags."resoto:expires"'),
-        json_extract(r, '$.tags."resoto:expiration"'),
-        json_extract(r, '$.tags.expiration'),
-        json_extract(r, '$.ctime')) END,
-    CASE WHEN instr(m, 'replace') THEN coalesce(json_extract(m, '$.replace') IS 1, 0) ELSE 0 END,
-    CASE WHEN instr(m, 'protected') THEN coalesce(json_extract(m, '$.protected') IS 1, 0) ELSE 0 END,
-    r,
-    CASE WHEN m = '{}' THEN m ELSE json_remove(m,
-        '$.replace', '$.expires', '$.protected', '$.cleaned', '$.clean_reason', '$.event_log', '$.ancestors') END
-FROM parts ORDER BY n
-"""
-
-DUPLICATE = """
-SELECT n, id FROM (
-    SELECT n, json_extract(line, '$.id') AS id,
-        row_number() OVER (PARTITION BY json_extract(line, '$.id') ORDER BY n) AS k
-    FROM stage_raw WHERE json_type(line, '$.reported') = 'object'
-) WHERE k = 2 ORDER BY n LIMIT 1
-"""
-
-SPLIT_EDGES = """
-INSERT INTO stage_edges (from_id, to_id, edge_type, n)
-SELECT json_extract(line, '$.from'), json_extract(line, '$.to'),
-    coalesce(json_extract(line, '$.edge_type'), 'default'), n
-FROM stage_raw WHERE json_type(line, '$.reported') IS NULL
-"""
-
-DANGLING = """
-SELECT e.n, CASE WHEN f.id IS NULL AND fn.id IS NULL THEN e.from_id ELSE e.to_id END FROM stage_edges e
-LEFT JOIN stage_nodes f ON f.id = e.from_id LEFT JOIN nodes fn ON fn.graph = ?1 AND fn.id = e.from_id
-LEFT JOIN stage_nodes t ON t.id = e.to_id LEFT JOIN nodes tn ON tn.graph = ?1 AND tn.id = e.to_id
-WHERE (f.id IS NULL AND fn.id IS NULL) OR (t.id IS NULL AND tn.id IS NULL)
-ORDER BY e.n LIMIT 1
-"""
-
-WALK = """
-INSERT INTO stage_walk (id, cloud, account, region, replace_root)
-WITH RECURSIVE walk(id, cloud, account, region, replace_root, depth) AS (
-    SELECT s.id,
-        CASE WHEN s.kind = 'cloud' THEN s.rid ELSE n.cloud END,
-        CASE WHEN s.kind = 'account' THEN s.rid ELSE n.account END,
-        CASE WHEN s.kind = 'region' THEN s.rid ELSE n.region END,
-        CASE WHEN s.is_replace THEN s.id ELSE n.replace_root END,
-        0
-    FROM stage_nodes s LEFT JOIN nodes n ON n.graph = ?1 AND n.id = s.id
-    WHERE NOT EXISTS (SELECT 1 FROM stage_edges e WHERE e.to_id = s.id AND e.edge_type = 'default')
-    UNION ALL
-    SELECT c.id,
-        CASE WHEN c.kind = 'cloud' THEN c.rid ELSE w.cloud END,
-        CASE WHEN c.kind = 'account' THEN c.rid ELSE w.account END,
-        CASE WHEN c.kind = 'region' THEN c.rid ELSE w.region END,
-        CASE WHEN c.is_replace THEN c.id ELSE w.replace_root END,
-        w.depth + 1
-    FROM walk w
-    JOIN stage_edges e ON e.from_id = w.id AND e.edge_type = 'default'
-    JOIN stage_nodes c ON c.id = e.to_id
-    WHERE w.depth < 64
+TABLES = (
+    "CREATE TABLE merge.merge_nodes (position INTEGER PRIMARY KEY, id TEXT, kind TEXT, name TEXT, ctime TEXT,"
+    " expires TEXT, protected INTEGER, reported TEXT, metadata TEXT)",
+    "CREATE TABLE merge.merge_edges (from_id TEXT, to_id TEXT, edge_type TEXT)",
+    "CREATE TABLE merge.merge_runs (low INTEGER PRIMARY KEY, high INTEGER, cloud TEXT, account TEXT, region TEXT,"
+    " replace_root TEXT)",
 )
-SELECT id, max(cloud), max(account), max(region), max(replace_root) FROM walk GROUP BY id
+INSERT_NODES = "INSERT INTO merge_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_EDGES = "INSERT INTO merge_edges VALUES (?, ?, ?)"
+INSERT_NODES_JSON = f"INSERT INTO merge_nodes SELECT {', '.join(f'value ->> {i}' for i in range(9))} FROM json_each(?)"
+INSERT_EDGES_JSON = f"INSERT INTO merge_edges SELECT {', '.join(f'value ->> {i}' for i in range(3))} FROM json_each(?)"
+INSERT_RUNS = "INSERT INTO merge_runs VALUES (?, ?, ?, ?, ?, ?)"
+IDS_CHUNK = 500
+Batch = tuple[list[NodeRow] | str, list[EdgeRow] | str]
+"""A batch's node rows and edge rows, each as a list or encoded as one JSON array"""
+
+WALKED = "merge_runs r CROSS JOIN merge_nodes s ON s.position BETWEEN r.low AND r.high"
+
+DROP_REPLACED_EDGES = f"""
+DELETE FROM edges WHERE graph = ?1 AND from_id IN (SELECT s.id FROM {WALKED} WHERE r.replace_root IS NOT NULL)
 """
 
-GONE = """
-INSERT INTO stage_gone (id)
-SELECT n.id FROM nodes n
-WHERE n.graph = ?1 AND n.replace_root IN (SELECT id FROM stage_nodes WHERE is_replace)
-AND NOT EXISTS (SELECT 1 FROM stage_nodes s WHERE s.id = n.id)
-"""
-
-DELETE_EDGES = """
-DELETE FROM edges WHERE graph = ?1 AND (
-    from_id IN (SELECT id FROM stage_gone) OR to_id IN (SELECT id FROM stage_gone)
-    OR from_id IN (SELECT id FROM stage_walk WHERE replace_root IS NOT NULL))
-"""
-
-UPSERT = """
+UPSERT = f"""
 INSERT INTO nodes (graph, id, kind, cloud, account, region, name, ctime, expires, protected, replace_root,
     reported, metadata)
-SELECT ?1, s.id, s.kind, w.cloud, w.account, w.region, s.name, s.ctime, s.expires, s.protected, w.replace_root,
+SELECT ?1, s.id, s.kind, r.cloud, r.account, r.region, s.name, s.ctime, s.expires, s.protected, r.replace_root,
     s.reported, s.metadata
-FROM stage_nodes s LEFT JOIN stage_walk w ON w.id = s.id WHERE true
+FROM {WALKED} WHERE true
 ON CONFLICT (graph, id) DO UPDATE SET
     kind = excluded.kind, cloud = excluded.cloud, account = excluded.account, region = excluded.region,
     name = excluded.name, ctime = excluded.ctime, expires = excluded.expires, protected = excluded.protected,
@@ -157,48 +70,104 @@ WHERE nodes.reported IS NOT excluded.reported OR nodes.metadata IS NOT excluded.
     OR nodes.region IS NOT excluded.region OR nodes.replace_root IS NOT excluded.replace_root
 """
 
-INSERT_EDGES = """
-INSERT OR IGNORE INTO edges (graph, from_id, to_id, edge_type) SELECT ?1, from_id, to_id, edge_type FROM stage_edges
+COPY_EDGES = """
+INSERT OR IGNORE INTO edges (graph, from_id, to_id, edge_type) SELECT ?1, from_id, to_id, edge_type FROM merge_edges
 """
 
-CREATED = (
-    "SELECT count(*) FROM stage_nodes s WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.graph = ?1 AND n.id = s.id)"
-)
+
+Rows = TypeVar("Rows", list[NodeRow], list[EdgeRow])
 
 
-def begin_merge(db: sqlite3.Connection) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    for statement in STAGE.split(";"):
-        if statement.strip():
-            db.execute(statement)
+def _encoded(rows: Rows) -> Rows | str:
+    """The rows as one JSON array, which SQLite inserts in one statement without holding the GIL (so the next
+    lines are read meanwhile); as they are if a text holds NUL, which SQLite's JSON functions cut short."""
+    text = orjson.dumps(rows)
+    return rows if b"\\u0000" in text else text.decode()
 
 
-def stage_lines(db: sqlite3.Connection, lines: list[tuple[int, str]]) -> None:
-    db.executemany("INSERT INTO stage_raw (n, line) VALUES (?, ?)", lines)
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), IDS_CHUNK):
+        yield items[start : start + IDS_CHUNK]
 
 
-def apply_merge(db: sqlite3.Connection, graph: str) -> MergeResult:
-    """Validate and apply the staged batch, then commit; raises MergeError (the caller rolls back)."""
-    if (problem := db.execute(PROBLEM).fetchone()) is not None:
-        raise MergeError(problem[0], problem[1])
-    try:
-        db.execute(SPLIT_NODES)
-    except sqlite3.IntegrityError:
-        number, node = db.execute(DUPLICATE).fetchone()
-        raise MergeError(number, f"duplicate node id {node!r}") from None
-    db.execute(SPLIT_EDGES)
-    if (dangling := db.execute(DANGLING, (graph,)).fetchone()) is not None:
-        raise MergeError(dangling[0], f"edge refers to unknown node {dangling[1]!r}")
-    db.execute(WALK, (graph,))
-    db.execute(GONE, (graph,))
-    (staged,) = db.execute("SELECT count(*) FROM stage_nodes").fetchone()
-    (created,) = db.execute(CREATED, (graph,)).fetchone()
-    deleted = db.execute("DELETE FROM nodes WHERE graph = ? AND id IN (SELECT id FROM stage_gone)", (graph,)).rowcount
-    db.execute(DELETE_EDGES, (graph,))
-    changed = db.execute(UPSERT, (graph,)).rowcount
-    db.execute(INSERT_EDGES, (graph,))
-    for table in ("stage_raw", "stage_nodes", "stage_edges", "stage_walk", "stage_gone"):
-        db.execute(f"DELETE FROM {table}")
-    db.execute("COMMIT")
-    updated = changed - created
-    return MergeResult(created=created, updated=updated, deleted=deleted, unchanged=staged - created - updated)
+class SqliteMerge:
+    """One merge on the writer connection: ``begin``, ``read`` and ``write`` per batch of lines, ``finish``
+    (commits), ``close``."""
+
+    def __init__(self, db: sqlite3.Connection, graph: str) -> None:
+        self._db = db
+        self._graph = graph
+        self._rows = BatchRows()
+
+    def begin(self) -> None:
+        for statement in SCRATCH:
+            self._db.execute(statement)
+        self._db.execute("BEGIN IMMEDIATE")
+        for statement in TABLES:
+            self._db.execute(statement)
+
+    def close(self) -> None:
+        """After ``finish`` or a failure: roll back what is left, drop the scratch tables."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        if any(name == "merge" for _, name, _ in self._db.execute("PRAGMA database_list")):
+            self._db.execute("DETACH DATABASE merge")
+
+    def read(self, lines: Iterable[tuple[int, str]]) -> Batch:
+        """The rows of these lines, ready for ``write``: no I/O, so it may run while an earlier batch is written."""
+        nodes, edges = self._rows.read(lines)
+        return _encoded(nodes), _encoded(edges)
+
+    def write(self, batch: Batch) -> None:
+        nodes, edges = batch
+        self._insert(nodes, INSERT_NODES, INSERT_NODES_JSON)
+        self._insert(edges, INSERT_EDGES, INSERT_EDGES_JSON)
+
+    def _insert(self, rows: Sequence[tuple[Any, ...]] | str, many: str, json_each: str) -> None:
+        if isinstance(rows, str):
+            self._db.execute(json_each, (rows,))
+        else:
+            self._db.executemany(many, rows)
+
+    def finish(self) -> MergeResult:
+        """Check the edges, walk, write, commit; raises MergeError (the caller rolls back)."""
+        db, graph, rows = self._db, self._graph, self._rows
+        rows.check_edges(self._stored(sorted(rows.outside_ids())))
+        stored = {i: Ancestry(*a) for i, *a in self._select("id, cloud, account, region, replace_root", rows.roots())}
+        db.executemany(INSERT_RUNS, ((r.first, r.last, *(r.ancestry or (None,) * 4)) for r in rows.ancestry(stored)))
+        before = self._count()
+        deleted = self._delete_vanished()
+        if db.execute("SELECT 1 FROM edges WHERE graph = ? LIMIT 1", (graph,)).fetchone():
+            db.execute(DROP_REPLACED_EDGES, (graph,))
+        changed = db.execute(UPSERT, (graph,)).rowcount
+        db.execute(COPY_EDGES, (graph,))
+        created = self._count() - before + deleted
+        db.execute("COMMIT")
+        updated = changed - created
+        unchanged = len(rows.names) - created - updated
+        return MergeResult(created=created, updated=updated, deleted=deleted, unchanged=unchanged)
+
+    def _select(self, columns: str, ids: Sequence[str]) -> Iterator[Any]:
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {columns} FROM nodes WHERE graph = ? AND id IN ({marks})"
+            yield from self._db.execute(sql, (self._graph, *chunk))
+
+    def _stored(self, ids: Sequence[str]) -> set[str]:
+        return {i for (i,) in self._select("id", ids)}
+
+    def _count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM nodes WHERE graph = ?", (self._graph,)).fetchone()[0])
+
+    def _delete_vanished(self) -> int:
+        """Delete the stored nodes under the batch's replace roots that the batch no longer has, and their edges."""
+        gone: list[tuple[str, str]] = []
+        for chunk in _chunks(self._rows.replace_roots):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id FROM nodes WHERE graph = ? AND replace_root IN ({marks})"
+            stored = self._db.execute(sql, (self._graph, *chunk))
+            gone += [(self._graph, i) for (i,) in stored if i not in self._rows.ids]
+        self._db.executemany("DELETE FROM nodes WHERE graph = ? AND id = ?", gone)
+        self._db.executemany("DELETE FROM edges WHERE graph = ? AND from_id = ?", gone)
+        self._db.executemany("DELETE FROM edges WHERE graph = ? AND to_id = ?", gone)
+        return len(gone)

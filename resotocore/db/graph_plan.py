@@ -1,11 +1,10 @@
-"""A merge worked out in Python, for backends that store documents: the same outcome as graph_merge's SQL.
+"""A merge worked out in Python, for backends that store documents: the same outcome as the SQLite merge.
 
 ``Staging`` reads the numbered lines (first problem, first duplicate node id, nodes, edges). With the
 stored facts about the ids the batch touches, ``Staging.plan`` finds the first dangling edge, walks the
-containment edges from the batch's roots (ancestors: cloud, account, region; the replace root; at
-most 64 levels, several paths resolved as SQLite's ``max`` per column) and sorts nodes into created,
-changed and unchanged. ``MergePlan.remove`` then takes the stored ids under the replaced roots and
-says what vanishes. No I/O here: the backend reads and writes, this module decides.
+containment edges from the batch's roots (graph_walk: cloud, account, region, replace root) and sorts
+nodes into created, changed and unchanged. ``MergePlan.remove`` then takes the stored ids under the
+replaced roots and says what vanishes. No I/O here: the backend reads and writes, this module decides.
 """
 
 from __future__ import annotations
@@ -15,20 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from resotocore.db.graph_docs import MERGE_FIELDS, Record, digest, extract, is_one, sql_text, strip_metadata
-from resotocore.db.graph_lines import parse_line
-from resotocore.db.graph_merge import MergeError
+from resotocore.db.graph_lines import MergeError, parse_line
+from resotocore.db.graph_walk import ANCESTOR_KINDS, NO_ANCESTRY, Ancestry, apply, own, walk
 from resotocore.graph.expiry import expires_text
 from resotolib.graph import MergeResult
-
-MAX_DEPTH = 64
-ANCESTOR_KINDS = ("cloud", "account", "region")
-
-
-class Ancestry(NamedTuple):
-    cloud: str | None
-    account: str | None
-    region: str | None
-    replace_root: str | None
 
 
 class Stored(NamedTuple):
@@ -128,7 +117,7 @@ class Staging:
         plan = MergePlan(edges=self.edges, walked=walked)
         plan.replace_roots = [n.id for n in self.nodes.values() if n.is_replace]
         for node in self.nodes.values():
-            ancestry = walked.get(node.id, Ancestry(None, None, None, None))
+            ancestry = walked.get(node.id, NO_ANCESTRY)
             record = {**node.record, **ancestry._asdict()}
             record["digest"] = digest(record)
             known = stored.get(node.id)
@@ -141,51 +130,25 @@ class Staging:
         return plan
 
     def _walk(self, stored: Mapping[str, Stored]) -> dict[str, Ancestry]:
-        """The ancestry of every node reachable from a root, level by level (what WALK computes in SQL)."""
-        children: dict[str, list[StagedNode]] = {}
+        """The ancestry of every node reachable from a root (graph_walk)."""
+        children: dict[str, list[str]] = {}
         has_parent: set[str] = set()
         for edge in self.edges:
             if edge.edge_type == "default":
                 has_parent.add(edge.to_id)
                 if edge.to_id in self.nodes:
-                    children.setdefault(edge.from_id, []).append(self.nodes[edge.to_id])
-        empty = Ancestry(None, None, None, None)
-        level: dict[str, Ancestry] = {}
-        for node in self.nodes.values():
-            if node.id not in has_parent:
-                known = stored.get(node.id)
-                level[node.id] = _own(node, known.ancestry if known else empty)
-        result: dict[str, Ancestry] = {}
-        for depth in range(MAX_DEPTH + 1):
-            for node_id, ancestry in level.items():
-                result[node_id] = _max(result.get(node_id), ancestry)
-            if depth == MAX_DEPTH:
-                break
-            below: dict[str, Ancestry] = {}
-            for node_id, ancestry in level.items():
-                for child in children.get(node_id, ()):
-                    below[child.id] = _max(below.get(child.id), _own(child, ancestry))
-            if not below:
-                break
-            level = below
-        return result
-
-
-def _own(node: StagedNode, inherited: Ancestry) -> Ancestry:
-    kind = node.record["kind"]
-    return Ancestry(
-        node.rid if kind == "cloud" else inherited.cloud,
-        node.rid if kind == "account" else inherited.account,
-        node.rid if kind == "region" else inherited.region,
-        node.id if node.is_replace else inherited.replace_root,
-    )
-
-
-def _max(a: Ancestry | None, b: Ancestry) -> Ancestry:
-    """Column-wise max ignoring None, as SQL's max() over the paths that reach a node."""
-    if a is None:
-        return b
-    return Ancestry(*(y if x is None else x if y is None else max(x, y) for x, y in zip(a, b, strict=True)))
+                    children.setdefault(edge.from_id, []).append(edge.to_id)
+        owns = {
+            n.id: own(n.record["kind"], n.rid, n.id, n.is_replace)
+            for n in self.nodes.values()
+            if n.is_replace or n.record["kind"] in ANCESTOR_KINDS
+        }
+        starts = {
+            i: apply(owns.get(i), known.ancestry if (known := stored.get(i)) else NO_ANCESTRY)
+            for i in self.nodes
+            if i not in has_parent
+        }
+        return walk(starts, children, owns)
 
 
 @dataclass

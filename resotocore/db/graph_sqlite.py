@@ -1,7 +1,8 @@
 """The resource graph on SQLite: its own file, one writer thread, readers in parallel (WAL).
 
-A merge streams NDJSON lines into a staging table inside one transaction, then validates, walks the
-containment edges (ancestors and the replaced subtree) and applies everything with set-based SQL.
+A merge reads the NDJSON lines as they stream in (in a parser thread, while the writer thread stores the
+previous batch), inside one transaction, then walks the containment edges (ancestors and the replaced
+subtree) and applies everything with set-based SQL (graph_merge).
 Any problem — a broken line, an edge to an unknown node, a dropped connection — rolls the whole
 merge back: the previous graph stays as it was.
 """
@@ -19,7 +20,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from resotocore.db.graph_docs import Record
 from resotocore.db.graph_lines import numbered_lines
-from resotocore.db.graph_merge import MergeError, apply_merge, begin_merge, stage_lines
+from resotocore.db.graph_merge import MergeError, SqliteMerge
 from resotocore.db.graph_store import EdgeRecord
 from resotolib.graph import (
     AggregateRequest,
@@ -34,7 +35,6 @@ from resotolib.graph import (
 __all__ = ["MergeError", "SqliteGraphStore", "connect"]
 from resotocore.db.store import StoreError
 from resotocore.graph import query
-from resotocore.graph.expiry import expires_text
 
 T = TypeVar("T")
 
@@ -69,7 +69,6 @@ def connect(path: Path, durability: Literal["normal", "full"] = "normal") -> sql
     db.execute("PRAGMA busy_timeout=10000")
     db.execute("PRAGMA temp_store=FILE")
     db.execute("PRAGMA cache_size=-65536")
-    db.create_function("resoto_expires", 4, expires_text, deterministic=True)
     return db
 
 
@@ -80,6 +79,7 @@ class SqliteGraphStore:
         self._durability = durability
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="graph-writer")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="graph-reader")
+        self._parser = ThreadPoolExecutor(1, thread_name_prefix="graph-parser")
         self._local = threading.local()
         self._write_db = connect(path, durability)
         self._write_db.executescript(SCHEMA)
@@ -89,6 +89,7 @@ class SqliteGraphStore:
         await self._write(lambda db: None)
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._parser.shutdown(wait=True)
         self._write_db.close()
 
     # ---- writes -------------------------------------------------------------------------------------
@@ -96,14 +97,22 @@ class SqliteGraphStore:
     async def merge(self, graph: str, chunks: AsyncIterable[bytes]) -> MergeResult:
         """Merge an NDJSON stream (nodes, then edges) into `graph`, all or nothing."""
         async with self._write_lock:
-            await self._write(begin_merge)
+            merge = SqliteMerge(self._write_db, graph)
+            writing: asyncio.Task[None] | None = None  # the previous batch, written while the next one is read
             try:
-                async for batch in numbered_lines(chunks):
-                    await self._write(lambda db, b=batch: stage_lines(db, b))  # type: ignore[misc]
-                return await self._write(lambda db: apply_merge(db, graph))
-            except BaseException:
-                await asyncio.shield(self._write(_rollback))
-                raise
+                await self._write(lambda db: merge.begin())
+                async for lines in numbered_lines(chunks):
+                    batch = await asyncio.get_running_loop().run_in_executor(self._parser, merge.read, lines)
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(self._write(lambda db, b=batch: merge.write(b)))  # type: ignore[misc]
+                if writing is not None:
+                    await writing
+                return await self._write(lambda db: merge.finish())
+            finally:
+                if writing is not None:
+                    _drop(writing)  # a statement under way still ends first: the writer runs one thing at a time
+                await asyncio.shield(self._write(lambda db: merge.close()))
 
     async def clean(self, graph: str, request: CleanRequest) -> int:
         cond = query.where(request.filter)
@@ -242,6 +251,12 @@ def _row(record: Record) -> tuple[Any, ...]:
         else int(record[c]) if c in _BOOL_COLUMNS else record[c]
         for c in RECORD_COLUMNS
     )  # fmt: skip
+
+
+def _drop(task: asyncio.Task[None]) -> None:
+    """Stop waiting for a task; if it has ended, its error (if any) is taken so that it is not logged as lost."""
+    if not task.cancel() and not task.cancelled():
+        task.exception()
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
 from resotocore.db.graph_docs import Record
-from resotocore.db.graph_merge import MergeError
+from resotocore.db.graph_lines import MergeError
 from resotolib.graph import (
     AggregateRequest,
     AggregateRow,

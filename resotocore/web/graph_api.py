@@ -13,8 +13,7 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from resotocore.core import CORE
-from resotocore.db.graph_merge import MergeError
-from resotocore.db.graph_store import GraphStore
+from resotocore.db.graph_store import GraphStore, MergeError
 from resotocore.db.store import StoreError
 from resotocore.web.errors import ClientError, NotFound
 from resotolib.graph import AggregateRequest, AggregateRow, CleanRequest, NodePatch, SearchRequest
@@ -102,17 +101,24 @@ async def merge(request: web.Request) -> web.Response:
 
 async def _limited(request: web.Request, max_total: int, max_line: int) -> AsyncIterator[bytes]:
     """The request body in chunks; past the size limits the merge stops (and is rolled back)."""
-    total, line, current = 0, 1, 0
+    total, line, current = 0, 1, 0  # current: length of the line that the last chunk left open
     async for chunk in request.content.iter_chunked(READ_CHUNK):
         total += len(chunk)
         if total > max_total:
             raise web.HTTPRequestEntityTooLarge(max_size=max_total, actual_size=total)
-        parts = chunk.split(b"\n")
-        for index, part in enumerate(parts):
-            current = current + len(part) if index == 0 else len(part)
-            if current > max_line:
-                raise MergeError(line + index, f"line longer than {max_line} bytes")
-        line += len(parts) - 1
+        newlines = chunk.count(b"\n")
+        first = chunk.find(b"\n") if newlines else len(chunk)
+        if current + first > max_line:
+            raise MergeError(line, f"line longer than {max_line} bytes")
+        if newlines:
+            if len(chunk) > max_line:  # a line inside the chunk, or the one it leaves open, may be too long
+                for index, part in enumerate(chunk.split(b"\n")[1:], start=1):
+                    if len(part) > max_line:
+                        raise MergeError(line + index, f"line longer than {max_line} bytes")
+            current = len(chunk) - chunk.rfind(b"\n") - 1
+            line += newlines
+        else:
+            current += first
         yield chunk
 
 

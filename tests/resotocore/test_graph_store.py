@@ -19,11 +19,12 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from resotocore.db.graph_docs import STATE_DEFAULTS, Record, node_line
-from resotocore.db.graph_lines import parse_line
-from resotocore.db.graph_merge import PROBLEM, MergeError
-from resotocore.db.graph_plan import Ancestry, Staging, Stored
+from resotocore.db.graph_lines import UNPAIRED_SURROGATE, numbered_lines, parse_line
+from resotocore.db.graph_plan import Staging, Stored
+from resotocore.db.graph_rows import BatchRows
 from resotocore.db.graph_sqlite import SqliteGraphStore
-from resotocore.db.graph_store import GraphStore
+from resotocore.db.graph_store import GraphStore, MergeError
+from resotocore.db.graph_walk import Ancestry
 from resotolib.graph import AggregateRequest, CleanRequest, Filter, NodePatch, SearchRequest
 from resotoworker.collector import GraphBatch
 
@@ -150,6 +151,21 @@ async def test_a_bad_batch_changes_nothing_and_names_the_line(
         await merge(graphs, [*good, *lines])
     assert str(raised.value) == f"line {len(good) + line}: {reason}"
     assert await search(graphs) == before
+
+
+async def test_lines_are_numbered_the_same_however_the_stream_is_cut() -> None:
+    data = '{"a": 1}\r\n\n  \n{"b": "\u00e9"}\n\u00a0\n\t{"c": 2} \n{"d": 3}'.encode()
+    expected = [(1, '{"a": 1}'), (4, '{"b": "\u00e9"}'), (5, ""), (6, '{"c": 2}'), (7, '{"d": 3}')]
+
+    async def cut(size: int) -> AsyncIterator[bytes]:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    for size in (1, 2, 3, 7, len(data)):
+        assert [line async for batch in numbered_lines(cut(size), batch_size=2) for line in batch] == expected
+    data = b'{}\n{}\n{"a": "\xff"}\n{}\n'
+    with pytest.raises(MergeError, match=r"^line 3: not valid UTF-8$"):
+        [line async for batch in numbered_lines(cut(5)) for line in batch]
 
 
 async def test_invalid_utf8_is_refused(graphs: GraphStore) -> None:
@@ -345,11 +361,40 @@ HOSTILE_LINES = [
 ]  # fmt: skip
 
 
+SQLITE_PROBLEM = """
+SELECT CASE
+    WHEN NOT json_valid(?1) THEN 'not valid JSON'
+    WHEN json_type(?1) != 'object' THEN 'not a JSON object'
+    WHEN json_type(?1, '$.reported') IS NOT NULL THEN CASE
+        WHEN json_type(?1, '$.reported') != 'object' THEN 'reported must be an object'
+        WHEN json_type(?1, '$.id') IS NOT 'text' OR json_extract(?1, '$.id') = ''
+            THEN 'node id must be a non-empty string'
+        WHEN json_type(?1, '$.reported.kind') IS NOT 'text' THEN 'reported.kind must be a string'
+        WHEN coalesce(json_type(?1, '$.metadata'), 'object') != 'object' THEN 'metadata must be an object'
+        END
+    WHEN json_type(?1, '$.from') IS NOT NULL OR json_type(?1, '$.to') IS NOT NULL THEN CASE
+        WHEN json_type(?1, '$.from') IS NOT 'text' OR json_type(?1, '$.to') IS NOT 'text'
+            THEN 'edge from and to must be strings'
+        WHEN coalesce(json_extract(?1, '$.edge_type'), 'default') NOT IN ('default', 'delete')
+            THEN 'edge_type must be default or delete'
+        END
+    ELSE 'neither a node (id, reported) nor an edge (from, to)'
+END
+"""
+"""The checks of one line in SQLite's JSON functions, which read the stored documents in search and aggregate."""
+
+
+def sqlite_merge_verdict(text: str) -> str | None:
+    try:
+        BatchRows().read([(1, text)])
+    except MergeError as e:
+        return str(e).removeprefix("line 1: ")
+    return None
+
+
 def test_python_line_checks_say_what_sqlite_says() -> None:
     db = sqlite3.connect(":memory:")
-    db.execute("CREATE TEMP TABLE stage_raw (n INTEGER PRIMARY KEY, line TEXT NOT NULL)")
     for text in HOSTILE_LINES:
-        db.execute("DELETE FROM stage_raw")
-        db.execute("INSERT INTO stage_raw VALUES (1, ?)", (text,))
-        row = db.execute(PROBLEM).fetchone()
-        assert parse_line(text)[1] == (row[1] if row else None), text
+        (expected,) = db.execute(SQLITE_PROBLEM, (text,)).fetchone()
+        assert parse_line(text)[1] == expected, text
+        assert sqlite_merge_verdict(text) == (UNPAIRED_SURROGATE if "\\ud800" in text else expected), text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from resotocore.config import CoreConfig
 from tests.support import CoreClientFactory
 
@@ -35,6 +37,28 @@ async def test_merge_line_and_body_size(core_client: CoreClientFactory, config: 
     assert await (await client.get("/graph")).json() == []
     response = await client.post("/graph/g/merge", data="\n".join(node(i) for i in range(10)))
     assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    ("lines", "max_line", "too_long"),
+    [
+        ([node(1, pad=4000), node(2)], 2048, 1),  # the first line of the first chunk
+        ([node(1), node(2), node(3, pad=4000)], 2048, 3),  # the last line, with no newline after it
+        ([node(i, pad=1000) for i in range(100)] + [node(100, pad=150_000), node(101)], 100_000, 101),  # across chunks
+        ([node(i, pad=1000) for i in range(100)] + [node(100, pad=99_000), node(101)], 100_000, None),
+    ],
+)
+async def test_merge_line_size_wherever_the_line_is(
+    core_client: CoreClientFactory, config: CoreConfig, lines: list[str], max_line: int, too_long: int | None
+) -> None:
+    client = await core_client(config.model_copy(update={"max_line_size": max_line}))
+    response = await client.post("/graph/g/merge", data="\n".join(lines))
+    if too_long is None:
+        assert response.status == 200
+    else:
+        assert response.status == 400
+        assert (await response.json())["error"] == f"nothing merged: line {too_long}: line longer than {max_line} bytes"
+        assert await (await client.get("/graph")).json() == []
 
 
 async def test_request_body_size(core_client: CoreClientFactory, config: CoreConfig) -> None:
