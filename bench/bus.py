@@ -19,6 +19,11 @@ What is measured
   machine, persisting every change, parsing and validating frames, the event bus.
 * **core, whole run** -- the default 12-step ``collect_and_cleanup`` workflow with 10 no-op
   subscribers subscribed to all 12 message types, against 13 bare 10-client rounds.
+* **the same round trips across processes** -- the echo server and the core each run in a process of
+  their own (``--serve echo|core``), the clients in this one, as in a deployment where the worker is
+  not the core. The clients measure both sides the same way as above; runs are started with
+  ``POST /workflows/bench/run`` outside the measured window. These rows are shown next to the
+  in-process ones, which stay the figures the targets are judged by.
 
 Why the comparison is fair
 --------------------------
@@ -41,9 +46,11 @@ Targets (from the issue): one action round trip adds no more than 50% to the bar
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -263,6 +270,55 @@ async def core_round_trips(clients: int, runs: int) -> float:
         return statistics.median(per_step)
 
 
+async def core_round_trips_remote(url: str, clients: int, runs: int) -> float:
+    """As ``core_round_trips``, against a core in another process; each run is started over HTTP."""
+    last = bench_workflow().steps[-1].name
+    async with AsyncExitStack() as stack:
+        session = await stack.enter_async_context(client_session())
+        arrivals = await stack.enter_async_context(subscribers(session, url, clients, [BENCH]))
+        ends = await stack.enter_async_context(session.ws_connect(f"{url}/events?show=task_end"))
+        per_step = []
+        for run in range(runs + 2):
+            arrivals.clear()
+            async with asyncio.timeout(ROUND_TIMEOUT):
+                async with session.post(f"{url}/workflows/{BENCH}/run") as response:
+                    task_id = (await response.json())["task_id"]
+                end = json.loads(await ends.receive_str())["data"]
+            if end["task"] != task_id or not end["success"] or last not in arrivals:
+                raise BenchError(f"unexpected end of run {task_id}: {end}")
+            if run >= 2:
+                per_step.append((arrivals[last] - arrivals[bench_workflow().steps[1].name]) / (STEPS - 2))
+        return statistics.median(per_step)
+
+
+@asynccontextmanager
+async def server_process(kind: str) -> AsyncIterator[str]:
+    """Run ``--serve kind`` in a child process; yield its URL; stop it by closing its stdin."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--serve", kind, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        url = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
+        if not url:
+            raise BenchError(f"the {kind} server process did not start")
+        yield url
+    finally:
+        proc.stdin.close()
+        await proc.wait()
+
+
+async def serve(kind: str) -> None:
+    """Child process: serve the echo app or a core with the bench workflow until stdin closes."""
+    async with AsyncExitStack() as stack:
+        if kind == "echo":
+            url = await stack.enter_async_context(serving(echo_app()))
+        else:
+            _, url = await stack.enter_async_context(running_core([bench_workflow()]))
+        print(url, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
 async def core_runs(workflow: Workflow, clients: int, rounds: int, warmup: int) -> float:
     """Median duration of a run of `workflow` with `clients` subscribers to all of its message types."""
     message_types = sorted({step.message_type for step in workflow.steps})
@@ -318,16 +374,27 @@ async def main() -> None:
     whole = await core_runs(collect_and_cleanup(), RUN_SUBSCRIBERS, RUNS, RUN_WARMUP)
     bare_run = RUN_BARE_ROUNDS * bare[RUN_SUBSCRIBERS]
     rows.append(Row(f"12-step run, {RUN_SUBSCRIBERS} subscribers", bare_run, whole, TARGET_RUN))
+    for clients in CLIENT_COUNTS:
+        async with server_process("echo") as url, client_session() as session:
+            async with websockets(session, [f"{url}/echo"] * clients) as sockets:
+                remote_bare = await measure(lambda: bare_round(sockets), ROUNDS[clients])
+        async with server_process("core") as url:
+            remote_core = await core_round_trips_remote(url, clients, STEP_RUNS[clients])
+        rows.append(Row(f"across processes, {clients} subscriber(s)", remote_bare, remote_core, TARGET_ACTION))
     print_table(rows)
     rounds = ", ".join(f"{clients}: {ROUNDS[clients]}" for clients in CLIENT_COUNTS)
     runs = ", ".join(f"{clients}: {STEP_RUNS[clients]}" for clients in CLIENT_COUNTS)
     print(f"\nbare: medians of rounds per client count ({rounds}); core: medians of per-step round trips")
     print(f"over runs of {STEPS} steps ({runs}) and of {RUNS} whole 12-step runs, after warm-up rounds")
     print(f"bare = aiohttp websocket echo, same process and loop; 12-step bare = {RUN_BARE_ROUNDS} x 10-client round")
+    print("across processes: the echo server or the core in a child process, the clients in this one")
     print(f"targets: core/bare <= {TARGET_ACTION} per action, <= {TARGET_RUN} per 12-step run")
     print(f"took {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", choices=["echo", "core"], help="internal: serve one side in this process")
+    args = parser.parse_args()
     setup_logging("console", "warning")
-    asyncio.run(main())
+    asyncio.run(serve(args.serve) if args.serve else main())
