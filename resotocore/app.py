@@ -14,10 +14,9 @@ from resotocore.clock import Clock
 from resotocore.config import CoreConfig
 from resotocore.core import CORE, core_context
 from resotocore.web import api, graph_api, openapi, websockets
-from resotocore.web.auth import VERIFIER, auth_middleware
+from resotocore.web.auth import VERIFIER, OffLoopVerifier, auth_middleware
 from resotocore.web.errors import error_middleware
 from resotocore.workflow.model import Workflow
-from resotolib.auth import Verifier
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +24,7 @@ log = structlog.get_logger(__name__)
 def create_app(
     config: CoreConfig, clock: Clock | None = None, workflows: Sequence[Workflow] | None = None
 ) -> web.Application:
-    verifier = Verifier(config.psk) if config.psk else None
+    verifier = OffLoopVerifier(config.psk) if config.psk else None
     middlewares = [error_middleware] + ([auth_middleware(verifier)] if verifier else [])
     app = web.Application(middlewares=middlewares, client_max_size=config.max_body_size)
     app[VERIFIER] = verifier

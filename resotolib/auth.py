@@ -37,19 +37,26 @@ def derive_key(psk: str, salt: bytes) -> bytes:
 
 class _KeyCache:
     def __init__(self, psk: str, size: int = KEY_CACHE_SIZE) -> None:
-        self._psk = psk
+        self.psk = psk
         self._size = size
         self._keys: OrderedDict[bytes, bytes] = OrderedDict()
 
-    def key(self, salt: bytes) -> bytes:
+    def get(self, salt: bytes) -> bytes | None:
         key = self._keys.get(salt)
-        if key is None:
-            key = derive_key(self._psk, salt)
-            self._keys[salt] = key
-            if len(self._keys) > self._size:
-                self._keys.popitem(last=False)
-        else:
+        if key is not None:
             self._keys.move_to_end(salt)
+        return key
+
+    def put(self, salt: bytes, key: bytes) -> None:
+        self._keys[salt] = key
+        if len(self._keys) > self._size:
+            self._keys.popitem(last=False)
+
+    def key(self, salt: bytes) -> bytes:
+        key = self.get(salt)
+        if key is None:
+            key = derive_key(self.psk, salt)
+            self.put(salt, key)
         return key
 
 
@@ -61,20 +68,35 @@ def encode(payload: dict[str, Any], psk: str, lifetime: int = TOKEN_LIFETIME, no
 
 
 class Verifier:
-    """Checks ``Authorization: Bearer <jwt>`` values against the PSK."""
+    """Checks ``Authorization: Bearer <jwt>`` values against the PSK.
+
+    ``verify`` derives the key of a salt it has not seen on the spot (tens of milliseconds). A server
+    that must not block does the cheap checks with ``parse``, derives a missing key elsewhere
+    (``derive_key`` with ``psk``, then ``remember``), and finishes with ``claims``.
+    """
 
     def __init__(self, psk: str) -> None:
         self._keys = _KeyCache(psk)
 
+    @property
+    def psk(self) -> str:
+        return self._keys.psk
+
     def verify(self, authorization: str | None) -> dict[str, Any]:
+        token, salt = self.parse(authorization)
+        return self.claims(token, salt)
+
+    def decode(self, token: str) -> dict[str, Any]:
+        return self.verify(f"Bearer {token}")
+
+    def parse(self, authorization: str | None) -> tuple[str, bytes]:
+        """The token and its salt; raises AuthError for anything that needs no key to refuse."""
         if not authorization:
             raise AuthError("missing Authorization header")
         scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise AuthError("Authorization must be 'Bearer <token>'")
-        return self.decode(token.strip())
-
-    def decode(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as e:
@@ -87,6 +109,16 @@ class Verifier:
             raise AuthError("token header has no valid salt") from None
         if len(salt) < 8:
             raise AuthError("token header has no valid salt")
+        return token, salt
+
+    def knows(self, salt: bytes) -> bool:
+        return self._keys.get(salt) is not None
+
+    def remember(self, salt: bytes, key: bytes) -> None:
+        self._keys.put(salt, key)
+
+    def claims(self, token: str, salt: bytes) -> dict[str, Any]:
+        """The claims of a token that passed ``parse``; derives its key first if it is not known."""
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
 import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -205,3 +207,48 @@ async def test_an_upgrade_header_does_not_open_rest_routes(core_client: CoreClie
         assert response.status == 401, (method, path, response.status)
     assert await core_of(client).store.subscribers() == []
     assert core_of(client).engine.running() == []
+
+
+async def test_new_keys_are_derived_off_the_loop_and_a_flood_of_new_tokens_is_refused(
+    core_client: CoreClientFactory, secured: CoreConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deriving a new salt's key blocks a thread, never the loop; past MAX_WAITING_KEYS new salts: 429."""
+    release = threading.Event()
+    derived_in: list[str] = []
+
+    def slow_derive(psk: str, salt: bytes) -> bytes:
+        derived_in.append(threading.current_thread().name)
+        release.wait(10)
+        return hashlib.pbkdf2_hmac("sha256", psk.encode(), salt, 100_000)
+
+    monkeypatch.setattr(auth, "derive_key", slow_derive)
+    monkeypatch.setattr(auth, "MAX_WAITING_KEYS", 2)
+    client = await core_client(secured)
+    same = resoto_token(PSK, time.time() + 60)
+
+    def get(token: str) -> Any:
+        return client.get("/subscribers", headers={"Authorization": f"Bearer {token}"})
+
+    waiting = [asyncio.ensure_future(get(t)) for t in (same, same, resoto_token(PSK, time.time() + 60))]
+    await asyncio.sleep(0.05)
+    refused = await get(resoto_token(PSK, time.time() + 60))
+    assert refused.status == 429 and "too many new tokens" in (await refused.json())["error"]
+    assert (await client.get("/system/ping")).status == 200  # the loop answers while keys are derived
+    assert not any(w.done() for w in waiting)
+    release.set()
+    assert [r.status for r in await asyncio.gather(*waiting)] == [200, 200, 200]
+    assert len(derived_in) == 2  # two requests with the same new token shared one derivation
+    assert threading.main_thread().name not in derived_in
+    assert (await get(same)).status == 200  # known now: no derivation
+    assert len(derived_in) == 2
+
+
+async def test_a_websocket_with_a_new_token_during_a_flood_is_told_to_retry(
+    core_client: CoreClientFactory, secured: CoreConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth, "MAX_WAITING_KEYS", 0)  # every new salt counts as one too many
+    client = await core_client(secured)
+    events = await client.ws_connect("/events")
+    await events.send_json({"kind": "authorization", "jwt": f"Bearer {resoto_token(PSK, time.time() + 60)}"})
+    assert (await events.receive()).type is aiohttp.WSMsgType.CLOSE
+    assert events.close_code == WSCloseCode.TRY_AGAIN_LATER
