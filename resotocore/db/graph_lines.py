@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 
 LINE_BATCH = 20000
+BATCH_BYTES = 8 * 1024 * 1024
+"""A batch also ends once its lines hold this much text: with large lines, memory stays bounded."""
 BLANK = " \t\n\r\x0b\x0c"
 """What ``bytes.strip`` removes: a line of only these is empty (other white space makes it a broken line)."""
 EDGE_TYPES = ("default", "delete")
@@ -39,16 +41,18 @@ class MergeError(ValueError):
 
 
 async def numbered_lines(
-    chunks: AsyncIterable[bytes], batch_size: int = LINE_BATCH
+    chunks: AsyncIterable[bytes], batch_size: int = LINE_BATCH, batch_bytes: int = BATCH_BYTES
 ) -> AsyncIterator[list[tuple[int, str]]]:
-    """Split a byte stream into (line number, text) batches; empty lines are counted but skipped."""
-    number, pending, batch = 0, list[bytes](), list[tuple[int, str]]()
+    """Split a byte stream into (line number, text) batches of at most `batch_size` lines or about
+    `batch_bytes` of text; empty lines are counted but skipped."""
+    number, pending, batch, size = 0, list[bytes](), list[tuple[int, str]](), 0
     async for chunk in chunks:
         end = chunk.rfind(b"\n")
         if end < 0:
             pending.append(chunk)
             continue
         block = b"".join((*pending, chunk[:end]))
+        size += len(block)
         pending = [chunk[end + 1 :]]
         try:
             texts = block.decode().split("\n")
@@ -56,9 +60,9 @@ async def numbered_lines(
             texts = [_text(part, number + index) for index, part in enumerate(block.split(b"\n"), start=1)]
         batch += [(n, text.strip()) for n, text in enumerate(texts, start=number + 1) if text.strip(BLANK)]
         number += len(texts)
-        if len(batch) >= batch_size:
+        if len(batch) >= batch_size or size >= batch_bytes:
             yield batch
-            batch = []
+            batch, size = [], 0
     rest = b"".join(pending)
     if rest.strip():
         batch.append((number + 1, _text(rest, number + 1)))

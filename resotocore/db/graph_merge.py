@@ -41,8 +41,16 @@ TABLES = (
 )
 INSERT_NODES = "INSERT INTO merge_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_EDGES = "INSERT INTO merge_edges VALUES (?, ?, ?)"
-INSERT_NODES_JSON = f"INSERT INTO merge_nodes SELECT {', '.join(f'value ->> {i}' for i in range(9))} FROM json_each(?)"
-INSERT_EDGES_JSON = f"INSERT INTO merge_edges SELECT {', '.join(f'value ->> {i}' for i in range(3))} FROM json_each(?)"
+
+
+def _from_json_array(table: str, columns: int) -> str:
+    """Insert the rows of one JSON array of arrays (json_extract rather than ->>, which needs SQLite 3.38)."""
+    values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(columns))
+    return f"INSERT INTO {table} SELECT {values} FROM json_each(?)"
+
+
+INSERT_NODES_JSON = _from_json_array("merge_nodes", 9)
+INSERT_EDGES_JSON = _from_json_array("merge_edges", 3)
 INSERT_RUNS = "INSERT INTO merge_runs VALUES (?, ?, ?, ?, ?, ?)"
 IDS_CHUNK = 500
 Batch = tuple[list[NodeRow] | str, list[EdgeRow] | str]

@@ -168,6 +168,18 @@ async def test_lines_are_numbered_the_same_however_the_stream_is_cut() -> None:
         [line async for batch in numbered_lines(cut(5)) for line in batch]
 
 
+async def test_batches_of_large_lines_end_by_size() -> None:
+    line = b'{"x": "' + b"y" * 1000 + b'"}\n'
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield line * 3
+
+    batches = [batch async for batch in numbered_lines(chunks(), batch_size=1000, batch_bytes=5000)]
+    assert [len(batch) for batch in batches] == [6, 6, 6, 6, 6]
+    assert [n for batch in batches for n, _ in batch] == list(range(1, 31))
+
+
 async def test_invalid_utf8_is_refused(graphs: GraphStore) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"id": "a", "reported": {"kind": "\xff"}}\n'
