@@ -140,11 +140,12 @@ class SqliteMerge:
     def finish(self) -> MergeResult:
         """Check the edges, walk, write, commit; raises MergeError (the caller rolls back)."""
         db, graph, rows = self._db, self._graph, self._rows
-        rows.check_edges(self._stored(sorted(rows.outside_ids())))
+        vanished = self._vanished()  # an edge to one of them is an edge to a node the graph will not have
+        rows.check_edges(self._stored(sorted(rows.outside_ids())) - vanished)
         stored = {i: Ancestry(*a) for i, *a in self._select("id, cloud, account, region, replace_root", rows.roots())}
         db.executemany(INSERT_RUNS, ((r.first, r.last, *(r.ancestry or (None,) * 4)) for r in rows.ancestry(stored)))
         before = self._count()
-        deleted = self._delete_vanished()
+        deleted = self._delete(vanished)
         if db.execute("SELECT 1 FROM edges WHERE graph = ? LIMIT 1", (graph,)).fetchone():
             db.execute(DROP_REPLACED_EDGES, (graph,))
         changed = db.execute(UPSERT, (graph,)).rowcount
@@ -167,14 +168,18 @@ class SqliteMerge:
     def _count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM nodes WHERE graph = ?", (self._graph,)).fetchone()[0])
 
-    def _delete_vanished(self) -> int:
-        """Delete the stored nodes under the batch's replace roots that the batch no longer has, and their edges."""
-        gone: list[tuple[str, str]] = []
+    def _vanished(self) -> set[str]:
+        """The stored nodes under the batch's replace roots that the batch no longer has."""
+        vanished: set[str] = set()
         for chunk in _chunks(self._rows.replace_roots):
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT id FROM nodes WHERE graph = ? AND replace_root IN ({marks})"
-            stored = self._db.execute(sql, (self._graph, *chunk))
-            gone += [(self._graph, i) for (i,) in stored if i not in self._rows.ids]
+            vanished.update(i for (i,) in self._db.execute(sql, (self._graph, *chunk)) if i not in self._rows.ids)
+        return vanished
+
+    def _delete(self, vanished: set[str]) -> int:
+        """Delete these nodes and their edges."""
+        gone = [(self._graph, i) for i in vanished]
         self._db.executemany("DELETE FROM nodes WHERE graph = ? AND id = ?", gone)
         self._db.executemany("DELETE FROM edges WHERE graph = ? AND from_id = ?", gone)
         self._db.executemany("DELETE FROM edges WHERE graph = ? AND to_id = ?", gone)

@@ -189,3 +189,15 @@ def test_orjson_reads_lines_as_the_standard_library_does(text: str) -> None:
         assert (value, problem) == (None, UNPAIRED_SURROGATE)
     else:
         assert problem is None and plain(value) == parse_line(text)[0]
+
+
+async def test_an_edge_to_a_node_the_merge_deletes_is_an_edge_to_an_unknown_node(
+    graphs: SqliteGraphStore, tmp_path: Path
+) -> None:
+    await merge(graphs, account("a", 2))
+    before = file_rows(tmp_path / "graph.db")
+    lines = account("a", 1)  # a-1 vanishes from the replaced subtree, yet an edge still names it
+    with pytest.raises(MergeError, match="^line 8: edge refers to unknown node 'a-1'$"):
+        await merge(graphs, [*lines, edge("a-0", "a-1", "delete")])
+    assert file_rows(tmp_path / "graph.db") == before
+    assert (await merge(graphs, lines))["deleted"] == 1
