@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from resotocore.db.graph_docs import MERGE_FIELDS, Record, digest, extract, is_one, sql_text, strip_metadata
 from resotocore.db.graph_lines import MergeError, parse_line
-from resotocore.db.graph_walk import ANCESTOR_KINDS, NO_ANCESTRY, Ancestry, apply, own, walk
+from resotocore.db.graph_walk import ANCESTOR_KINDS, NO_ANCESTRY, Ancestry, apply, larger, own, walk
 from resotocore.graph.expiry import expires_text
 from resotolib.graph import MergeResult
 
@@ -148,6 +148,10 @@ class Staging:
             for i in self.nodes
             if i not in has_parent
         }
+        for edge in self.edges:  # a stored node outside the batch holds one of its nodes: start from its ancestry
+            if edge.edge_type == "default" and edge.to_id in self.nodes and edge.from_id not in self.nodes:
+                parent = known.ancestry if (known := stored.get(edge.from_id)) else NO_ANCESTRY
+                starts[edge.to_id] = larger(starts.get(edge.to_id), apply(owns.get(edge.to_id), parent))
         return walk(starts, children, owns)
 
 

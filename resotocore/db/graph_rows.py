@@ -17,7 +17,7 @@ from typing import Any
 from resotocore.db.graph_docs import METADATA_OWNED, extract, is_one, sql_text
 from resotocore.db.graph_lines import EDGE_TYPES, MergeError, load_line, render
 from resotocore.db.graph_lines import problem as check
-from resotocore.db.graph_walk import ANCESTOR_KINDS, NO_ANCESTRY, Ancestry, Own, Run, apply, own, runs, walk
+from resotocore.db.graph_walk import ANCESTOR_KINDS, NO_ANCESTRY, Ancestry, Own, Run, apply, larger, own, runs, walk
 from resotocore.graph.expiry import expires_text
 
 NodeRow = tuple[int, str, str, str | None, str | None, str | None, int, str, str]
@@ -42,6 +42,7 @@ class BatchRows:
         self._owns: dict[int, Own] = {}
         self._children: dict[int, list[int]] = {}
         self._parented: set[int] = set()
+        self._outside_parents: dict[int, list[str]] = {}
         self._open_edges: list[tuple[int, str, str, str]] = []
         self._duplicate: MergeError | None = None
 
@@ -140,15 +141,18 @@ class BatchRows:
                 if position is None and end not in stored:
                     raise MergeError(number, f"edge refers to unknown node {end!r}")
             if edge_type == "default" and below is not None:
-                if above is None:
+                if above is None:  # a stored node holds this one: the walk starts from its ancestry
                     self._parented.add(below)
+                    self._outside_parents.setdefault(below, []).append(from_id)
                 else:
                     self._contains(above, below)
         self._open_edges.clear()
 
     def roots(self) -> list[str]:
-        """Ids of the nodes no containment edge of the batch points to (after ``check_edges``)."""
-        return [self.names[p] for p in range(len(self.names)) if p not in self._parented]
+        """Ids whose stored ancestry the walk starts from (after ``check_edges``): the nodes no containment
+        edge points to, and the stored nodes outside the batch that hold one of its nodes."""
+        free = [self.names[p] for p in range(len(self.names)) if p not in self._parented]
+        return free + sorted({parent for parents in self._outside_parents.values() for parent in parents})
 
     def ancestry(self, stored: Mapping[str, Ancestry]) -> Iterator[Run]:
         """Runs of node positions with the same ancestry, given the stored ancestry of ``roots()``."""
@@ -157,4 +161,7 @@ class BatchRows:
             for p in range(len(self.names))
             if p not in self._parented
         }
+        for p, parents in self._outside_parents.items():
+            for parent in parents:
+                starts[p] = larger(starts.get(p), apply(self._owns.get(p), stored.get(parent, NO_ANCESTRY)))
         return runs(walk(starts, self._children, self._owns), len(self.names))

@@ -2,10 +2,12 @@
 
 From every root of the batch (a node no ``default`` edge of the batch points to) the walk follows the
 batch's ``default`` edges down to at most ``MAX_DEPTH`` levels. A root starts from what the graph
-already stores for it; each node then takes its own id (``reported.id``) for the column of its kind
-(cloud, account, region) and its node id as the replace root when it is flagged ``metadata.replace``,
-and inherits the rest. A node reached along several paths gets, column by column, the largest value
-of those paths (None counts as absent, like SQL's ``max``); a node no path reaches gets nothing.
+already stores for it; a node that a stored node outside the batch holds (a ``default`` edge from it)
+starts from that node's stored ancestry, so a batch may leave out the nodes above it. Each node then
+takes its own id (``reported.id``) for the column of its kind (cloud, account, region) and its node id
+as the replace root when it is flagged ``metadata.replace``, and inherits the rest. A node reached
+along several paths gets, column by column, the largest value of those paths (None counts as absent,
+like SQL's ``max``); a node no path reaches gets nothing.
 
 Nodes are keys of any kind (the SQLite backend uses their position in the batch, the document backend
 their ids). Pure: no I/O.

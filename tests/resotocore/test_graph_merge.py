@@ -197,7 +197,25 @@ async def test_an_edge_to_a_node_the_merge_deletes_is_an_edge_to_an_unknown_node
     await merge(graphs, account("a", 2))
     before = file_rows(tmp_path / "graph.db")
     lines = account("a", 1)  # a-1 vanishes from the replaced subtree, yet an edge still names it
-    with pytest.raises(MergeError, match="^line 8: edge refers to unknown node 'a-1'$"):
+    with pytest.raises(MergeError, match=r"^line 8: edge refers to unknown node 'a-1'$"):
         await merge(graphs, [*lines, edge("a-0", "a-1", "delete")])
     assert file_rows(tmp_path / "graph.db") == before
     assert (await merge(graphs, lines))["deleted"] == 1
+
+
+async def test_a_batch_held_by_a_stored_node_takes_its_ancestry_and_replaces_its_subtree(
+    graphs: SqliteGraphStore, tmp_path: Path
+) -> None:
+    await merge(graphs, account("a", 2))
+    # the next batch has the account but not its cloud: the edge cloud → a names the stored cloud
+    without_cloud = [line for line in account("a", 1) if json.loads(line).get("id") != "cloud"]
+    assert await merge(graphs, without_cloud) == {"created": 0, "updated": 0, "deleted": 1, "unchanged": 3}
+    db = sqlite3.connect(tmp_path / "graph.db")
+    rows = db.execute("SELECT id, cloud, account, region, replace_root FROM nodes ORDER BY id").fetchall()
+    db.close()
+    assert rows == [
+        ("a", "cloud", "a", None, "a"),
+        ("a-0", "cloud", "a", "r1", "a"),
+        ("a-r1", "cloud", "a", "r1", "a"),
+        ("cloud", "cloud", None, None, None),
+    ]

@@ -343,6 +343,8 @@ SEQUENCES = [
      GraphBatch("example", "acc1").ndjson()],
     [odd_batch(), odd_batch()[:6] + odd_batch()[7:12], odd_batch()],
     [account().ndjson(), ['{"id": "loose", "reported": {"kind": "k"}}', '{"from": "root", "to": "loose"}']],
+    # held by stored nodes outside the batch: the cloud c, then the region r1
+    [odd_batch(), odd_batch()[2:7] + odd_batch()[8:], [*odd_batch()[5:7], '{"from": "r1", "to": "x"}']],
 ]  # fmt: skip
 
 

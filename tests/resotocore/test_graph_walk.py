@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resotocore.db.graph_walk import MAX_DEPTH, NO_ANCESTRY, Ancestry, Run, apply, own, runs, walk
+from resotocore.db.graph_walk import MAX_DEPTH, NO_ANCESTRY, Ancestry, Run, apply, larger, own, runs, walk
 
 WALK = f"""
 WITH RECURSIVE walk(id, cloud, account, region, replace_root, depth) AS (
@@ -20,6 +20,15 @@ WITH RECURSIVE walk(id, cloud, account, region, replace_root, depth) AS (
         0
     FROM batch s LEFT JOIN stored n ON n.id = s.id
     WHERE NOT EXISTS (SELECT 1 FROM edges e WHERE e.to_id = s.id)
+    UNION  -- a node held by a stored node outside the batch starts from that node's ancestry
+    SELECT s.id,
+        CASE WHEN s.kind = 'cloud' THEN s.rid ELSE p.cloud END,
+        CASE WHEN s.kind = 'account' THEN s.rid ELSE p.account END,
+        CASE WHEN s.kind = 'region' THEN s.rid ELSE p.region END,
+        CASE WHEN s.is_replace THEN s.id ELSE p.replace_root END,
+        0
+    FROM batch s JOIN edges e ON e.to_id = s.id JOIN stored p ON p.id = e.from_id
+    WHERE e.from_id NOT IN (SELECT id FROM batch)
     UNION  -- the old merge said UNION ALL: the same maxima, without one row per path
     SELECT c.id,
         CASE WHEN c.kind = 'cloud' THEN c.rid ELSE w.cloud END,
@@ -57,6 +66,9 @@ def in_python(nodes: list[Node], edges: list[tuple[str, str]], stored: dict[str,
             children.setdefault(from_id, []).append(to_id)
     below = {to_id for _, to_id in edges}
     starts = {i: apply(owns.get(i), stored.get(i, NO_ANCESTRY)) for i, *_ in nodes if i not in below}
+    for from_id, to_id in edges:
+        if from_id not in ids and from_id in stored:
+            starts[to_id] = larger(starts.get(to_id), apply(owns.get(to_id), stored[from_id]))
     return walk(starts, children, owns)
 
 
@@ -72,7 +84,7 @@ def batches(draw: st.DrawFn) -> tuple[list[Node], list[tuple[str, str]], dict[st
     ends = st.sampled_from([*ids, "outside"])  # an edge may come from a node the batch does not have
     edges = draw(st.lists(st.tuples(ends, st.sampled_from(ids)), max_size=14))
     ancestry = st.builds(Ancestry, texts, texts, texts, texts)
-    stored = draw(st.dictionaries(st.sampled_from(ids), ancestry, max_size=4))
+    stored = draw(st.dictionaries(st.sampled_from([*ids, "outside"]), ancestry, max_size=4))
     return nodes, edges, stored
 
 
