@@ -72,7 +72,7 @@ class Verifier:
 
     ``verify`` derives the key of a salt it has not seen on the spot (tens of milliseconds). A server
     that must not block does the cheap checks with ``parse``, derives a missing key elsewhere
-    (``derive_key`` with ``psk``, then ``remember``), and finishes with ``claims``.
+    (``derive_key`` with ``psk``), ``check``s the token with it and then ``remember``s it.
     """
 
     def __init__(self, psk: str) -> None:
@@ -119,10 +119,14 @@ class Verifier:
 
     def claims(self, token: str, salt: bytes) -> dict[str, Any]:
         """The claims of a token that passed ``parse``; derives its key first if it is not known."""
+        return self.check(token, self._keys.key(salt))
+
+    def check(self, token: str, key: bytes) -> dict[str, Any]:
+        """The claims of a token signed with ``key``; raises AuthError."""
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._keys.key(salt),
+                key,
                 algorithms=[ALGORITHM],
                 leeway=LEEWAY,
                 options={"require": ["exp"]},

@@ -43,16 +43,19 @@ class OffLoopVerifier:
 
     def __init__(self, psk: str) -> None:
         self._verifier = Verifier(psk)
-        self._waiting: dict[bytes, asyncio.Task[None]] = {}
+        self._waiting: dict[bytes, asyncio.Task[bytes]] = {}
         self._one_at_a_time = asyncio.Lock()
 
     async def verify(self, authorization: str | None) -> dict[str, Any]:
         token, salt = self._verifier.parse(authorization)
-        if not self._verifier.knows(salt):
-            await self._key(salt)
-        return self._verifier.claims(token, salt)
+        if self._verifier.knows(salt):
+            return self._verifier.claims(token, salt)
+        key = await self._key(salt)
+        claims = self._verifier.check(token, key)
+        self._verifier.remember(salt, key)  # only keys of valid tokens: a flood cannot evict the clients' keys
+        return claims
 
-    async def _key(self, salt: bytes) -> None:
+    async def _key(self, salt: bytes) -> bytes:
         derivation = self._waiting.get(salt)
         if derivation is None:
             if len(self._waiting) >= MAX_WAITING_KEYS:
@@ -60,12 +63,11 @@ class OffLoopVerifier:
             derivation = asyncio.get_running_loop().create_task(self._derive(salt))
             self._waiting[salt] = derivation
             derivation.add_done_callback(lambda _: self._waiting.pop(salt, None))
-        await asyncio.shield(derivation)  # a client that goes away does not cancel it for the others
+        return await asyncio.shield(derivation)  # a client that goes away does not cancel it for the others
 
-    async def _derive(self, salt: bytes) -> None:
+    async def _derive(self, salt: bytes) -> bytes:
         async with self._one_at_a_time:
-            key = await asyncio.to_thread(derive_key, self._verifier.psk, salt)
-        self._verifier.remember(salt, key)
+            return await asyncio.to_thread(derive_key, self._verifier.psk, salt)
 
 
 VERIFIER: web.AppKey[OffLoopVerifier | None] = web.AppKey("verifier")

@@ -241,6 +241,9 @@ async def test_new_keys_are_derived_off_the_loop_and_a_flood_of_new_tokens_is_re
     assert threading.main_thread().name not in derived_in
     assert (await get(same)).status == 200  # known now: no derivation
     assert len(derived_in) == 2
+    bogus = resoto_token("another psk", time.time() + 60)
+    assert [(await get(bogus)).status for _ in range(2)] == [401, 401]
+    assert len(derived_in) == 4  # the key of a bad token is not kept: bad tokens cannot evict good keys
 
 
 async def test_a_websocket_with_a_new_token_during_a_flood_is_told_to_retry(
