@@ -202,9 +202,9 @@ def _merge(txn: Transaction, graph: str, staging: Staging) -> MergeResult:
     for part in chunks(sorted(staging.ids())):
         for node_id, node_digest, *ancestry in txn.query(aql.stored([doc_key(graph, i) for i in part])):
             stored[node_id] = Stored(node_digest, Ancestry(*ancestry))
-    plan = staging.plan(stored)  # raises MergeError for an edge to an unknown node: the transaction is aborted
-    under = txn.query(aql.under_roots(graph, plan.replace_roots)) if plan.replace_roots else []
-    plan.remove(under, staging.nodes)
+    roots = staging.replace_roots()
+    under = list(txn.query(aql.under_roots(graph, roots))) if roots else []
+    plan = staging.plan(stored, under)  # raises MergeError for an edge to an unknown node: the transaction is aborted
     _apply(txn, graph, plan)
     return plan.result()
 

@@ -107,15 +107,20 @@ class Staging:
         """Every id the batch names: its nodes and both ends of its edges."""
         return set(self.nodes) | {e.from_id for e in self.edges} | {e.to_id for e in self.edges}
 
-    def plan(self, stored: Mapping[str, Stored]) -> MergePlan:
-        """Decide the merge, given the stored facts about ``ids()`` (absent: not in the graph)."""
+    def replace_roots(self) -> list[str]:
+        return [n.id for n in self.nodes.values() if n.is_replace]
+
+    def plan(self, stored: Mapping[str, Stored], under_replace_roots: Iterable[str] = ()) -> MergePlan:
+        """Decide the merge, given the stored facts about ``ids()`` (absent: not in the graph) and the stored
+        ids whose replace root is one of ``replace_roots()``: those the batch does not have vanish."""
+        gone = {i for i in under_replace_roots if i not in self.nodes}
         for edge in self.edges:
             for end in (edge.from_id, edge.to_id):
-                if end not in self.nodes and end not in stored:
+                if end not in self.nodes and (end not in stored or end in gone):
                     raise MergeError(edge.line, f"edge refers to unknown node {end!r}")
         walked = self._walk(stored)
-        plan = MergePlan(edges=self.edges, walked=walked)
-        plan.replace_roots = [n.id for n in self.nodes.values() if n.is_replace]
+        plan = MergePlan(edges=self.edges, walked=walked, gone=sorted(gone))
+        plan.replace_roots = self.replace_roots()
         for node in self.nodes.values():
             ancestry = walked.get(node.id, NO_ANCESTRY)
             record = {**node.record, **ancestry._asdict()}
@@ -164,10 +169,6 @@ class MergePlan:
     changed: list[Record] = field(default_factory=list)
     unchanged: int = 0
     gone: list[str] = field(default_factory=list)
-
-    def remove(self, under_replace_roots: Iterable[str], staged: Mapping[str, object]) -> None:
-        """Given the stored ids whose replace root is one of ``replace_roots``: those not staged vanish."""
-        self.gone = sorted({i for i in under_replace_roots if i not in staged})
 
     def edge_sources_replaced(self) -> list[str]:
         """Outgoing edges of these nodes are dropped before the batch's edges go in (their subtree is replaced)."""

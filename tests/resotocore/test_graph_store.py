@@ -303,8 +303,8 @@ class PlannedGraph:
             i: Stored(r["digest"], Ancestry(r["cloud"], r["account"], r["region"], r["replace_root"]))
             for i in staging.ids() if (r := self.nodes.get(i))
         }  # fmt: skip
-        plan = staging.plan(stored)
-        plan.remove([i for i, r in self.nodes.items() if r["replace_root"] in plan.replace_roots], staging.nodes)
+        roots = staging.replace_roots()
+        plan = staging.plan(stored, [i for i, r in self.nodes.items() if r["replace_root"] in roots])
         for i in plan.gone:
             del self.nodes[i]
         sources = set(plan.gone) | set(plan.edge_sources_replaced())
@@ -359,6 +359,25 @@ async def test_the_python_merge_plan_matches_sqlite(tmp_path: Path, batches: lis
                                        for line in chunk]  # fmt: skip
             stored_edges = {e async for chunk in sqlite_graphs.dump_edges("resoto") for e in chunk}
             assert planned.edges == stored_edges
+    finally:
+        await sqlite_graphs.close()
+
+
+async def test_the_python_merge_plan_refuses_an_edge_to_a_vanishing_node_like_sqlite(tmp_path: Path) -> None:
+    sqlite_graphs = SqliteGraphStore(tmp_path / "graph.db")
+    planned = PlannedGraph()
+    try:
+        first = odd_batch()
+        assert planned.merge(first) == await merge(sqlite_graphs, first)
+        # y vanishes from the subtree of x (a replace root), yet an edge of the batch names it
+        without_y = [line for line in first if '"id": "y"' not in line and '"to": "y"' not in line]
+        batch = [*without_y[:-1], '{"from": "x", "to": "y", "edge_type": "delete"}']
+        with pytest.raises(MergeError) as in_python:
+            planned.merge(batch)
+        with pytest.raises(MergeError) as in_sqlite:
+            await merge(sqlite_graphs, batch)
+        errors = [str(in_python.value), str(in_sqlite.value)]
+        assert errors[0] == errors[1] and "unknown node 'y'" in errors[0]
     finally:
         await sqlite_graphs.close()
 
