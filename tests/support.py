@@ -7,18 +7,24 @@ import contextlib
 import heapq
 import itertools
 import json
+import os
 import signal
+import socket
 import sys
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from resotocore.core import CORE, Core
+from resotocore.db.arango_conn import ArangoConnection
 
 START = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
 
@@ -215,3 +221,35 @@ class LoggedProcess:
 
     def tail(self, lines: int = 60) -> str:
         return "\n".join(json.dumps(e) for e in self.log[-lines:])
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on loopback right now (bound together, so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+ARANGO_URL = os.environ.get("RESOTOCORE_TEST_ARANGO_URL", "")
+needs_arango = pytest.mark.skipif(
+    not ARANGO_URL, reason="RESOTOCORE_TEST_ARANGO_URL is not set (an ArangoDB server, e.g. http://root:pw@host:8529)"
+)
+
+
+@contextlib.contextmanager
+def arango_test_database() -> Iterator[ArangoConnection]:
+    """A connection to a fresh database on the server at RESOTOCORE_TEST_ARANGO_URL, dropped afterwards."""
+    parts = urlsplit(ARANGO_URL)
+    url = f"{parts.scheme}://{parts.hostname}:{parts.port or 8529}"
+    name = f"resoto_test_{uuid.uuid4().hex[:12]}"
+    conn = ArangoConnection.connect(url, name, unquote(parts.username or "root"), unquote(parts.password or ""))
+    try:
+        yield conn
+    finally:
+        conn.drop()
+        conn.close()

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 import aiohttp
 
-from tests.chaos.procs import ChaosProcess, free_ports
+from tests.chaos.procs import ChaosProcess
+from tests.support import free_ports
 
 WORKFLOW = "collect_and_cleanup"
 GRAPH = "resoto"

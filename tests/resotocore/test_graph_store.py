@@ -7,14 +7,11 @@ graph_plan, graph_docs) is held against the SQLite backend on the same batches, 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -27,12 +24,9 @@ from resotocore.db.graph_store import GraphStore, MergeError
 from resotocore.db.graph_walk import Ancestry
 from resotolib.graph import AggregateRequest, CleanRequest, Filter, NodePatch, SearchRequest
 from resotoworker.collector import GraphBatch
+from tests.support import arango_test_database, needs_arango
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
-ARANGO_URL = os.environ.get("RESOTOCORE_TEST_ARANGO_URL", "")
-needs_arango = pytest.mark.skipif(
-    not ARANGO_URL, reason="RESOTOCORE_TEST_ARANGO_URL is not set (an ArangoDB server, e.g. http://root:pw@host:8529)"
-)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("arangodb", marks=needs_arango)])
@@ -42,18 +36,12 @@ async def graphs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield store
         await store.close()
         return
-    from resotocore.db.arango_conn import ArangoConnection
     from resotocore.db.graph_arango import ArangoGraphStore
 
-    parts = urlsplit(ARANGO_URL)
-    url = f"{parts.scheme}://{parts.hostname}:{parts.port or 8529}"
-    name = f"resoto_test_{uuid.uuid4().hex[:12]}"
-    conn = ArangoConnection.connect(url, name, unquote(parts.username or "root"), unquote(parts.password or ""))
-    arango = await ArangoGraphStore.open(conn)
-    yield arango
-    await arango.close()
-    conn.drop()
-    conn.close()
+    with arango_test_database() as conn:
+        arango = await ArangoGraphStore.open(conn)
+        yield arango
+        await arango.close()
 
 
 def account(name: str = "acc1", *, instances: int = 3, extra: bool = True) -> GraphBatch:

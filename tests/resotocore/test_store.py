@@ -3,33 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 from aiohttp import web
 
-from resotocore.db.arango_conn import ArangoConnection, http_url
+from resotocore.db.arango_conn import http_url
 from resotocore.db.arango_store import ArangoStore, micros
 from resotocore.db.sqlite import SqliteStore
 from resotocore.db.store import Changes, QueuedRun, Store, StoreError
 from resotocore.workflow.machine import Run, RunStatus
 from resotolib.protocol import Subscriber, SubscriberId, Subscription, TaskId
+from tests.support import arango_test_database, needs_arango
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-ARANGO_URL = os.environ.get("RESOTOCORE_TEST_ARANGO_URL", "")
-needs_arango = pytest.mark.skipif(
-    not ARANGO_URL, reason="RESOTOCORE_TEST_ARANGO_URL is not set (an ArangoDB server, e.g. http://root:pw@host:8529)"
-)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("arangodb", marks=needs_arango)])
@@ -39,15 +31,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield backend
         await backend.close()
         return
-    parts = urlsplit(ARANGO_URL)
-    url = f"{parts.scheme}://{parts.hostname}:{parts.port or 8529}"
-    name = f"resoto_test_{uuid.uuid4().hex[:12]}"
-    conn = ArangoConnection.connect(url, name, unquote(parts.username or "root"), unquote(parts.password or ""))
-    arango = await ArangoStore.open(conn)
-    yield arango
-    await arango.close()
-    conn.drop()
-    conn.close()
+    with arango_test_database() as conn:
+        arango = await ArangoStore.open(conn)
+        yield arango
+        await arango.close()
 
 
 def run(task_id: str, workflow: str = "wf", minutes: int = 0, status: RunStatus = RunStatus.running) -> Run:

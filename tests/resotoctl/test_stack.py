@@ -24,21 +24,11 @@ from resotoctl.stack_procs import spawn, stop
 from resotolib.client import CoreClient
 from resotoworker.collectors.example_cloud import generate_region, new_spec
 from tests.resotoctl.support import eventually, group_alive, until
+from tests.support import free_ports
 
 ACCOUNTS, REGIONS, RESOURCES = 1, 2, 12
 WITHIN = 45.0
 NEVER = "0 0 1 1 *"
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class StackProcess:
