@@ -20,7 +20,7 @@ from resotocore.db.arango_conn import ArangoConnection, Collection, Index, Trans
 from resotocore.db.graph_docs import STATE_DEFAULTS, Record, compact, digest, doc_key, node_line, order_key
 from resotocore.db.graph_lines import numbered_lines
 from resotocore.db.graph_plan import MergePlan, Staging, Stored
-from resotocore.db.graph_store import EdgeRecord
+from resotocore.db.graph_store import EdgeRecord, aggregate_rows
 from resotocore.db.graph_walk import Ancestry
 from resotocore.graph import aql
 from resotolib.graph import (
@@ -149,13 +149,7 @@ class ArangoGraphStore:
         if not rows and not width:  # SQL answers one row for an aggregate over nothing
             rows = [[0 if fn.function == "count" else None for fn in request.functions]]
         rows.sort(key=lambda row: [_sqlite_order(v) for v in row[:width]])
-        return [
-            AggregateRow(
-                group=dict(zip(request.group_by, row[:width], strict=True)),
-                values={fn.name: value for fn, value in zip(request.functions, row[width:], strict=True)},
-            )
-            for row in rows
-        ]
+        return aggregate_rows(request, rows)
 
     # ---- export and import -------------------------------------------------------------------------
 

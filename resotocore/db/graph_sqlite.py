@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar, cast
 from resotocore.db.graph_docs import Record
 from resotocore.db.graph_lines import numbered_lines
 from resotocore.db.graph_merge import MergeError, SqliteMerge
-from resotocore.db.graph_store import EdgeRecord
+from resotocore.db.graph_store import EdgeRecord, aggregate_rows
 from resotolib.graph import (
     AggregateRequest,
     AggregateRow,
@@ -168,15 +168,7 @@ class SqliteGraphStore:
                 statement = query.aggregate(graph, request, exact=False)
                 return db.execute(statement.text, statement.params).fetchall()
 
-        rows = await self._read(run)
-        width = len(request.group_by)
-        return [
-            AggregateRow(
-                group=dict(zip(request.group_by, row[:width], strict=True)),
-                values={fn.name: value for fn, value in zip(request.functions, row[width:], strict=True)},
-            )
-            for row in rows
-        ]
+        return aggregate_rows(request, await self._read(run))
 
     # ---- export and import ------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ errors; the contract tests in tests/resotocore/test_graph_store.py hold them to 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any, Protocol
 
 from resotocore.db.graph_docs import Record
 from resotocore.db.graph_lines import MergeError
@@ -26,6 +26,18 @@ __all__ = ["EdgeRecord", "GraphStore", "MergeError"]
 
 EdgeRecord = tuple[str, str, EdgeType]
 """(from id, to id, edge type)"""
+
+
+def aggregate_rows(request: AggregateRequest, rows: Iterable[Sequence[Any]]) -> list[AggregateRow]:
+    """Rows of (group values..., function values...) as the API answers them."""
+    width = len(request.group_by)
+    return [
+        AggregateRow(
+            group=dict(zip(request.group_by, row[:width], strict=True)),
+            values={fn.name: value for fn, value in zip(request.functions, row[width:], strict=True)},
+        )
+        for row in rows
+    ]
 
 
 class GraphStore(Protocol):
