@@ -253,3 +253,10 @@ def arango_test_database() -> Iterator[ArangoConnection]:
     finally:
         conn.drop()
         conn.close()
+
+
+async def until(condition: Callable[[], bool], within: float = 5) -> None:
+    """Wait for in-process state that offers no event to await (counters, connection tables)."""
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - plain state, nothing to await
+            await asyncio.sleep(0.002)

@@ -46,6 +46,11 @@ class OffLoopVerifier:
         self._waiting: dict[bytes, asyncio.Task[bytes]] = {}
         self._one_at_a_time = asyncio.Lock()
 
+    @property
+    def waiting(self) -> int:
+        """New salts whose key is being derived or waits for its turn."""
+        return len(self._waiting)
+
     async def verify(self, authorization: str | None) -> dict[str, Any]:
         token, salt = self._verifier.parse(authorization)
         if self._verifier.knows(salt):
@@ -58,7 +63,7 @@ class OffLoopVerifier:
     async def _key(self, salt: bytes) -> bytes:
         derivation = self._waiting.get(salt)
         if derivation is None:
-            if len(self._waiting) >= MAX_WAITING_KEYS:
+            if self.waiting >= MAX_WAITING_KEYS:
                 raise TooManyNewTokens("too many new tokens at once; retry in a moment")
             derivation = asyncio.get_running_loop().create_task(self._derive(salt))
             self._waiting[salt] = derivation

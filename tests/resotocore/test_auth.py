@@ -25,7 +25,7 @@ from resotolib.auth import TokenSource, Verifier, encode
 from resotolib.client import CoreClient, CoreError
 from resotolib.protocol import Subscription
 from resotolib.subscriber import ActionSubscriber
-from tests.support import CoreClientFactory, CoreProcess, core_of
+from tests.support import CoreClientFactory, CoreProcess, core_of, until
 
 PSK = "changeme"
 
@@ -230,7 +230,9 @@ async def test_new_keys_are_derived_off_the_loop_and_a_flood_of_new_tokens_is_re
         return client.get("/subscribers", headers={"Authorization": f"Bearer {token}"})
 
     waiting = [asyncio.ensure_future(get(t)) for t in (same, same, resoto_token(PSK, time.time() + 60))]
-    await asyncio.sleep(0.05)
+    verifier = client.app[auth.VERIFIER]
+    assert verifier is not None
+    await until(lambda: verifier.waiting == 2 and len(derived_in) == 1)
     refused = await get(resoto_token(PSK, time.time() + 60))
     assert refused.status == 429 and "too many new tokens" in (await refused.json())["error"]
     assert (await client.get("/system/ping")).status == 200  # the loop answers while keys are derived

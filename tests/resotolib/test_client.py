@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,7 +21,7 @@ from resotolib.graph import (
     SearchRequest,
 )
 from resotolib.protocol import Event, Subscription
-from tests.support import CoreClientFactory, core_of
+from tests.support import CoreClientFactory, core_of, free_ports, until
 
 
 @pytest.fixture
@@ -36,19 +35,6 @@ async def core(core_client: CoreClientFactory, session: aiohttp.ClientSession) -
     client = await core_client()
     async with CoreClient(str(client.server.make_url("")), session=session) as core:
         yield core
-
-
-async def until(condition: Callable[[], bool], within: float = 5) -> None:
-    """Wait for a condition of the in-process core that has no event to await."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - the core's listener count has no event to await
-            await asyncio.sleep(0.005)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- bus ------------------------------------------------------------------------------------------
@@ -123,7 +109,7 @@ async def test_error_answers_raise_core_error_with_the_core_message(core: CoreCl
 
 
 async def test_no_core_listening_raises_core_unreachable_naming_the_url(session: aiohttp.ClientSession) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{free_ports(1)[0]}"
     async with CoreClient(url, session=session, request_timeout=5) as core:
         for call in (core.workflows(), core.subscriber("w"), core.send_event("e")):
             with pytest.raises(CoreUnreachable) as info:

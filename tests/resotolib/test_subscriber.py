@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -33,7 +32,7 @@ from resotolib.protocol import (
     serialize,
 )
 from resotolib.subscriber import ActionSubscriber, backoff
-from tests.support import CoreClientFactory, FakeClock, core_of, settle, subscribe
+from tests.support import CoreClientFactory, FakeClock, core_of, free_ports, settle, subscribe, until
 
 SUBSCRIPTIONS = [Subscription(message_type="collect", timeout=30), Subscription(message_type="post_collect")]
 
@@ -51,21 +50,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield http
 
 
-async def until(condition: Callable[[], bool], within: float = 5) -> None:
-    """Wait for a state that offers no event to await (counters of the subscriber, the core's sockets)."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - nothing to await: these are plain counters
-            await asyncio.sleep(0.002)
-
-
 async def next_action(actions: AsyncIterator[Action]) -> Action:
     return await asyncio.wait_for(anext(actions), 5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- backoff --------------------------------------------------------------------------------------
@@ -212,7 +198,7 @@ async def test_unsubscribe_removes_the_subscriptions_and_stops_reconnecting(
 async def test_an_unreachable_core_is_retried_with_warnings_and_the_iteration_survives(
     session: aiohttp.ClientSession,
 ) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{free_ports(1)[0]}"
     with capture_logs() as logs:
         subscriber = fast(url, session)
         actions = aiter(subscriber)
