@@ -4,6 +4,12 @@ Writes are small (one run state, one subscriber) and run on the event loop threa
 ``synchronous=NORMAL`` a commit does not wait for the disk and still survives a killed process.
 Checkpoints (which do wait for the disk) run in a thread of their own, so the loop never waits for
 an fsync. ``durability="full"`` syncs every commit so it also survives power loss.
+
+A checkpoint must copy *every* frame of the write-ahead log, or the next commit cannot start the log
+from its beginning and the log grows without end (and appending to a file is twice as slow as
+rewriting it). Copying in a thread while commits go on always leaves the frames written meanwhile,
+so a checkpoint has two passes: the bulk while commits go on, then the few frames written meanwhile
+while commits wait (the loop does not: it serves everything else).
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+
+import structlog
 
 from resotocore.db.store import Changes, QueuedRun, RunPage, StoreError
 from resotocore.workflow.codec import load_run_json, run_json, step_json
@@ -39,6 +47,8 @@ CREATE TABLE IF NOT EXISTS wait_queue (workflow_id TEXT PRIMARY KEY, trigger TEX
 CREATE TABLE IF NOT EXISTS trigger_times (key TEXT PRIMARY KEY, fired_at TEXT NOT NULL);
 """
 
+log = structlog.get_logger(__name__)
+
 Durability = Literal["normal", "full"]
 EXPORT_CHUNK = 200
 CHECKPOINT_EVERY = 500
@@ -46,7 +56,7 @@ CHECKPOINT_EVERY = 500
 
 
 class SqliteStore:
-    def __init__(self, path: Path, durability: Durability = "normal") -> None:
+    def __init__(self, path: Path, durability: Durability = "normal", checkpoint_every: int = CHECKPOINT_EVERY) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -57,15 +67,19 @@ class SqliteStore:
         self._background_checkpoints = durability == "normal"
         if self._background_checkpoints:
             self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpoint_every = checkpoint_every
         self._commits = 0
-        self._headers: dict[str, str] = {}  # last stored header of each running run
+        self._headers: dict[str, tuple[object, ...]] = {}  # fields of the last stored header of each running run
         self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
-        self._checkpoint: Future[None] | None = None
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._commits_wait: asyncio.Future[None] | None = None  # set during a checkpoint's second pass
 
     async def commit(self, changes: Changes) -> None:
-        headers = {run.id: _header(run) for run in changes.runs}
+        if self._commits_wait is not None:
+            await asyncio.shield(self._commits_wait)
+        headers = {run.id: _header_fields(run) for run in changes.runs}
         changed: list[tuple[str, str, str, str, str]] = [
-            (run.id, run.workflow_id, run.status.value, run.created_at.isoformat(), headers[run.id])
+            (run.id, run.workflow_id, run.status.value, run.created_at.isoformat(), run_json(run, steps=False))
             for run in changes.runs
             if self._headers.get(run.id) != headers[run.id]  # most answers change only a step
         ]
@@ -86,12 +100,24 @@ class SqliteStore:
             else:
                 self._headers.pop(run.id, None)
         self._commits += 1
-        if self._background_checkpoints and self._commits % CHECKPOINT_EVERY == 0:
-            self._start_checkpoint()
+        if self._background_checkpoints and self._commits % self._checkpoint_every == 0 and self._checkpoint is None:
+            self._checkpoint = asyncio.get_running_loop().create_task(self.checkpoint())
 
-    def _start_checkpoint(self) -> None:
-        if self._checkpoint is None or self._checkpoint.done():
-            self._checkpoint = self._checkpointer.submit(_checkpoint, self.path, "PASSIVE")
+    async def checkpoint(self) -> None:
+        """Copy the whole write-ahead log into the database file in the checkpoint thread, in two passes
+        (see the module's docstring); the next commit then starts the log from its beginning."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._checkpointer, _checkpoint, self.path, "PASSIVE")
+            self._commits_wait = loop.create_future()
+            await loop.run_in_executor(self._checkpointer, _checkpoint, self.path, "PASSIVE")
+        except sqlite3.Error as e:  # the next checkpoint tries again; commits are not affected
+            log.warning("checkpoint_failed", path=str(self.path), error=str(e))
+        finally:
+            if self._commits_wait is not None:
+                self._commits_wait.set_result(None)
+                self._commits_wait = None
+            self._checkpoint = None
 
     async def subscribers(self) -> list[Subscriber]:
         rows = self._db.execute("SELECT doc FROM subscribers ORDER BY id").fetchall()
@@ -133,14 +159,16 @@ class SqliteStore:
         return {k: datetime.fromisoformat(v) for k, v in rows}
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await self._checkpoint
         self._checkpointer.shutdown(wait=True)
         await asyncio.to_thread(_checkpoint, self.path, "TRUNCATE")
         self._db.close()
 
 
-def _header(run: Run) -> str:
-    """The run without its steps (stored as rows of their own, written only when they change)."""
-    return run_json(run, steps=False)
+def _header_fields(run: Run) -> tuple[object, ...]:
+    """What the stored header (the run without its steps, which are rows of their own) is made of."""
+    return run.workflow_id, run.trigger, run.status, run.created_at, run.ended_at, run.error
 
 
 def _checkpoint(path: Path, mode: Literal["PASSIVE", "TRUNCATE"]) -> None:

@@ -44,6 +44,10 @@ class SubscriberOutcome:
     at: datetime | None = None
 
 
+WAITING = SubscriberOutcome()
+"""The outcome of every subscriber when a step starts (outcomes are immutable, so one is shared)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InfoEntry:
     subscriber_id: SubscriberId
@@ -72,7 +76,10 @@ class StepRun:
     def still_waiting(self) -> bool:
         # Answers arrive roughly in the order the actions went out (the order of this dict), so the
         # last entries are the likely waiting ones: looking from the end keeps a step of N answers O(N).
-        return any(o.outcome is Outcome.waiting for o in reversed(self.subscribers.values()))
+        for o in reversed(self.subscribers.values()):
+            if o.outcome is Outcome.waiting:
+                return True
+        return False
 
     @property
     def errors(self) -> list[str]:
@@ -221,16 +228,16 @@ def _enter(
         step = workflow.step(index)
         subs = subscribers(step.message_type)
         waiting = [(sid, s) for sid, s in subs if s.wait_for_completion]
-        timeout = max([step.timeout, *(timedelta(seconds=s.timeout) for _, s in waiting)])
+        timeout = max(step.timeout, timedelta(seconds=max((s.timeout for _, s in waiting), default=0)))
         step_run = StepRun(
             name=step.name,
             message_type=step.message_type,
             started_at=now,
             deadline=now + timeout,
-            subscribers={sid: SubscriberOutcome() for sid, _ in waiting},
+            subscribers=dict.fromkeys((sid for sid, _ in waiting), WAITING),
             notified=tuple(sid for sid, _ in subs),
         )
-        run = replace(run, steps=(*run.steps, step_run))
+        run = _with_steps(run, (*run.steps, step_run))
         commands.append(EmitEvent("step_started", _step_data(run, step_run)))
         if subs:
             commands.append(SendAction(run.id, step.name, step.message_type, step_run.notified))
@@ -255,7 +262,7 @@ def _answer(run: Run, workflow: Workflow, event: Answer, now: datetime, subscrib
         return Transition(run, ignored=f"subscriber already answered: {previous.outcome}")
     outcome = Outcome.done if event.error is None else Outcome.error
     updated = SubscriberOutcome(outcome=outcome, error=event.error, at=now)
-    step_run = _with_outcome(current, event.subscriber_id, updated)
+    step_run = _with_outcomes(current, {**current.subscribers, event.subscriber_id: updated})
     run = _replace_current(run, step_run)
     if event.error is not None and workflow.step(len(run.steps) - 1).on_error is OnError.stop:
         return _complete_step(run, workflow, now, subscribers)
@@ -284,7 +291,7 @@ def _subscriber_gone(
     if previous is None or previous.outcome is not Outcome.waiting:
         return Transition(run, ignored="subscriber is not waited for")
     gone = SubscriberOutcome(outcome=Outcome.gone, error="subscriber was removed", at=now)
-    step_run = _with_outcome(current, event.subscriber_id, gone)
+    step_run = _with_outcomes(current, {**current.subscribers, event.subscriber_id: gone})
     run = _replace_current(run, step_run)
     if step_run.still_waiting:
         return Transition(run, [])
@@ -297,7 +304,7 @@ def _complete_step(run: Run, workflow: Workflow, now: datetime, subscribers: Sub
     success = all(o.outcome is Outcome.done for o in current.subscribers.values())
     stopped = SubscriberOutcome(outcome=Outcome.cancelled, at=now)
     outcomes = {sid: stopped if o.outcome is Outcome.waiting else o for sid, o in current.subscribers.items()}
-    step_run = replace(current, ended_at=now, success=success, subscribers=outcomes)
+    step_run = _with_outcomes(current, outcomes, ended_at=now, success=success)
     run = _replace_current(run, step_run)
     commands: list[Command] = [EmitEvent("step_end", _step_data(run, run.steps[-1]))]
     index = len(run.steps) - 1
@@ -343,25 +350,35 @@ def _record_info(run: Run, event: Info, now: datetime) -> Transition:
     return Transition(run, ignored=f"run has no step {event.step!r}")
 
 
-# The two copies made for every answer are spelled out: dataclasses.replace costs three times as much.
-# test_machine checks that they carry every other field over.
+# The copies made for every answer and every step are spelled out: dataclasses.replace costs three
+# times as much. test_machine checks that they carry every other field over.
 
 
-def _with_outcome(step: StepRun, sid: SubscriberId, outcome: SubscriberOutcome) -> StepRun:
+def _with_outcomes(
+    step: StepRun,
+    outcomes: dict[SubscriberId, SubscriberOutcome],
+    ended_at: datetime | None = None,
+    success: bool | None = None,
+) -> StepRun:
+    """`step` with these subscriber outcomes; with `ended_at`, ended with `success`."""
     return StepRun(
         name=step.name,
         message_type=step.message_type,
         started_at=step.started_at,
         deadline=step.deadline,
-        ended_at=step.ended_at,
-        success=step.success,
-        subscribers={**step.subscribers, sid: outcome},
+        ended_at=step.ended_at if ended_at is None else ended_at,
+        success=step.success if ended_at is None else success,
+        subscribers=outcomes,
         notified=step.notified,
         info=step.info,
     )
 
 
 def _replace_current(run: Run, step_run: StepRun) -> Run:
+    return _with_steps(run, (*run.steps[:-1], step_run))
+
+
+def _with_steps(run: Run, steps: tuple[StepRun, ...]) -> Run:
     return Run(
         id=run.id,
         workflow_id=run.workflow_id,
@@ -369,7 +386,7 @@ def _replace_current(run: Run, step_run: StepRun) -> Run:
         status=run.status,
         created_at=run.created_at,
         ended_at=run.ended_at,
-        steps=(*run.steps[:-1], step_run),
+        steps=steps,
         error=run.error,
     )
 

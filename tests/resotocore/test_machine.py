@@ -231,7 +231,8 @@ def test_on_surpass_decisions(
 
 
 def test_the_copies_made_per_answer_carry_every_other_field_over() -> None:
-    # A new field must be added to _with_outcome / _replace_current too; this list is the reminder.
+    # A new field must be added to _with_outcomes / _with_steps (and to _header_fields of the SQLite
+    # store, for Run) too; this list is the reminder.
     step_fields = ["name", "message_type", "started_at", "deadline", "ended_at", "success", "subscribers", "notified"]
     assert [f.name for f in fields(m.StepRun)] == [*step_fields, "info"]
     run_fields = ["id", "workflow_id", "trigger", "status", "created_at", "ended_at", "steps", "error"]
@@ -243,7 +244,11 @@ def test_the_copies_made_per_answer_carry_every_other_field_over() -> None:
         subscribers={M: m.SubscriberOutcome()}, notified=(W, M), info=info,
     )  # fmt: skip
     outcome = m.SubscriberOutcome(outcome=m.Outcome.done, at=at)
-    assert m._with_outcome(step, W, outcome) == replace(step, subscribers={M: m.SubscriberOutcome(), W: outcome})
+    outcomes = {M: m.SubscriberOutcome(), W: outcome}
+    assert m._with_outcomes(step, outcomes) == replace(step, subscribers=outcomes)
+    later = at + timedelta(minutes=1)
+    ended = replace(step, subscribers=outcomes, ended_at=later, success=True)
+    assert m._with_outcomes(step, outcomes, ended_at=later, success=True) == ended
     run = m.Run(
         id=TaskId("t"), workflow_id="w", trigger="x", status=m.RunStatus.failed, created_at=T0, ended_at=at,
         steps=(step, step), error="e",

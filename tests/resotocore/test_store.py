@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from aiohttp import web
 
+from resotocore.db import sqlite as sqlite_store
 from resotocore.db.arango_conn import http_url
 from resotocore.db.arango_store import ArangoStore, micros
 from resotocore.db.sqlite import SqliteStore
@@ -96,6 +99,58 @@ async def test_sqlite_write_errors_become_store_errors(tmp_path: Path) -> None:
         await backend.commit(Changes(runs=[run("b")]))
     assert [r.id for r in await backend.running()] == ["a"]
     await backend.close()
+
+
+async def test_a_change_of_the_run_alone_is_stored(store: Store) -> None:
+    # SQLite writes the run's header only when one of its fields changed; every field must count.
+    a = run("a")
+    await store.commit(Changes(runs=[a]))
+    ended = replace(a, status=RunStatus.failed, ended_at=T0 + timedelta(minutes=1), error="step x failed")
+    for changed in (replace(a, trigger="other"), replace(a, error="e"), ended):
+        await store.commit(Changes(runs=[changed]))
+        assert await store.run(TaskId("a")) == changed
+
+
+async def test_a_checkpoint_lets_the_log_start_again_while_commits_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits go on while the log is copied; afterwards the log must start from its beginning again,
+    or it grows with every commit for as long as the core runs."""
+    copy = sqlite_store._checkpoint
+
+    def slow_copy(path: Path, mode: Literal["PASSIVE", "TRUNCATE"]) -> None:
+        time.sleep(0.05)  # commits happen meanwhile, for sure
+        copy(path, mode)
+
+    monkeypatch.setattr(sqlite_store, "_checkpoint", slow_copy)
+    backend = SqliteStore(tmp_path / "s.db", checkpoint_every=10**9)
+
+    async def commits_until(done: asyncio.Task[None]) -> int:
+        count = 0
+        while not done.done():
+            await backend.commit(Changes(runs=[run(f"r{count}")]))
+            count += 1
+            await asyncio.sleep(0.001)
+        return count
+
+    checkpoint = asyncio.create_task(backend.checkpoint())
+    count = await commits_until(checkpoint)
+    await backend.commit(Changes(runs=[run("after")]))
+    frames = _log_frames(tmp_path / "s.db")
+    # one commit writes a few pages (each a frame); the log of the commits before would be far longer
+    assert count >= 20 and 0 < frames < count, f"{frames} frames in the log after {count} commits and a checkpoint"
+    assert len(await backend.running()) == count + 1
+    await backend.close()
+
+
+def _log_frames(path: Path) -> int:
+    """Frames in the write-ahead log now (read from another connection, as a checkpoint reports them)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        frames: int = db.execute("PRAGMA wal_checkpoint(NOOP)").fetchone()[1]
+        return frames
+    finally:
+        db.close()
 
 
 async def test_only_changed_steps_are_written_and_all_are_read_back(store: Store) -> None:
