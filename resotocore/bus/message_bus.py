@@ -27,7 +27,7 @@ class Listener:
         self.channels = frozenset(channels) if channels else None
         self.maxsize = maxsize
         self._frames: deque[str] = deque()
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the reader waiting in next(), if any
         self.closed = False
         self.close_reason = ""
         self.on_overflow: Callable[[Listener], None] | None = None
@@ -45,7 +45,7 @@ class Listener:
                 self.on_overflow(self)
             return False
         self._frames.append(frame)
-        self._ready.set()
+        self._wake()
         return True
 
     def close(self, reason: str) -> None:
@@ -53,15 +53,22 @@ class Listener:
             self.closed = True
             self.close_reason = reason
             self._frames.clear()
-            self._ready.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next(self) -> str | None:
-        """The next frame, or None once the listener is closed."""
+        """The next frame, or None once the listener is closed. One reader at a time."""
         while not self._frames:
             if self.closed:
                 return None
-            self._ready.clear()
-            await self._ready.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         return None if self.closed else self._frames.popleft()
 
 
