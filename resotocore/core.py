@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +27,11 @@ from resotocore.workflow.model import Workflow, default_workflows
 log = structlog.get_logger(__name__)
 
 EXPIRY_SWEEP = timedelta(seconds=30)
+GOODBYE_WITHIN = 2.0
+"""Seconds a websocket peer gets to take our last frames and the close frame before it is cut off."""
+
+CutOff = Callable[[], None]
+"""Drops a websocket's connection at once, without waiting for the peer to take what is still queued."""
 
 
 @dataclass
@@ -42,7 +46,8 @@ class Core:
     metrics: CoreMetrics
     graph: GraphStore
     started_at: datetime
-    websockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
+    websockets: dict[web.WebSocketResponse, CutOff] = field(default_factory=dict)
+    """The open websockets, each with how to cut its connection off."""
     _expiry_timer: Timer | None = None
 
     def sweep_expired(self) -> None:
@@ -55,11 +60,21 @@ class Core:
             self._expiry_timer.cancel()
 
     async def close_websockets(self) -> None:
-        sockets = list(self.websockets)
-        await asyncio.gather(
-            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"core is shutting down") for ws in sockets),
-            return_exceptions=True,
-        )
+        goodbye = WSCloseCode.GOING_AWAY, b"core is shutting down"
+        sockets = list(self.websockets.items())
+        closing = (close_websocket(ws, cut_off, *goodbye) for ws, cut_off in sockets)
+        await asyncio.gather(*closing, return_exceptions=True)
+
+
+async def close_websocket(ws: web.WebSocketResponse, cut_off: CutOff, code: int, message: bytes) -> None:
+    """Close with `code`. A peer that does not take the close frame within GOODBYE_WITHIN seconds (it has
+    stopped reading, and its socket buffer is full) is cut off, so nothing waits for it for ever."""
+    try:
+        async with asyncio.timeout(GOODBYE_WITHIN):
+            await ws.close(code=code, message=message)
+    except TimeoutError:
+        log.warning("websocket_cut_off", reason="the peer did not take the close frame", code=code)
+        cut_off()
 
 
 @asynccontextmanager

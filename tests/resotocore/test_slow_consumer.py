@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import signal
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +26,18 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-async def never_reading(url: str) -> asyncio.StreamWriter:
-    """Open /events with a raw handshake and then never read a byte."""
+async def never_reading(url: str, path: str = "/events") -> asyncio.StreamWriter:
+    """Open a websocket with a raw handshake and then never read a byte (with a small receive buffer, so
+    what the core sends soon piles up on its side)."""
     host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock)
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
-        f"GET /events HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     await writer.drain()
@@ -69,4 +77,43 @@ async def test_a_consumer_that_never_reads_does_not_grow_memory(core_process: An
         assert after - before < 30, f"core memory grew from {before:.0f} to {after:.0f} MiB"
         async with session.get(f"{core.url}/metrics") as response:
             assert 'resotocore_queue_overflows_total{channel="events"} 1.0' in await response.text()
+    slow.close()
+
+
+async def stuck_sending(core: CoreProcess) -> asyncio.StreamWriter:
+    """A consumer that never reads, and enough events for it that the core's writer waits on its socket
+    (8 MB: more than the socket buffers take; fewer events than the listener's queue holds)."""
+    slow = await never_reading(core.url, "/events?show=noise")
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{core.url}/events?show=nothing") as sender:
+        for i in range(400):
+            await sender.send_json({"kind": "event", "message_type": "noise", "data": {"i": i, "pad": "x" * 20_000}})
+        await asyncio.sleep(0.5)
+    return slow
+
+
+async def metric(url: str, name: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(f"{name} ")))
+
+
+async def test_a_consumer_that_never_reads_does_not_hold_up_shutdown(core_process: Any) -> None:
+    core: CoreProcess = await core_process()
+    assert core.proc is not None
+    slow = await stuck_sending(core)
+    started = time.monotonic()
+    core.proc.send_signal(signal.SIGTERM)
+    assert await core.wait(within=15) == 0
+    assert time.monotonic() - started < 10, "shutdown waited for a consumer that does not read"
+    assert any(e.get("event") == "websocket_cut_off" for e in core.log)
+    slow.close()
+
+
+async def test_a_silent_consumer_is_cut_off_once_the_heartbeat_finds_it(core_process: Any) -> None:
+    core: CoreProcess = await core_process("--heartbeat", "1")
+    slow = await stuck_sending(core)
+    async with asyncio.timeout(15):
+        while await metric(core.url, "resotocore_event_listeners") > 0:  # noqa: ASYNC110 - polled over HTTP
+            await asyncio.sleep(0.2)
+    assert any(e.get("event") == "websocket_cut_off" for e in core.log)
     slow.close()
