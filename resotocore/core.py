@@ -87,7 +87,9 @@ async def running_core(
         store, graph = await stack.enter_async_context(open_stores(config))
         metrics = CoreMetrics()
         bus = MessageBus(
-            config.queue_size, on_overflow=lambda name: metrics.queue_overflows.labels(name.split(":")[0]).inc()
+            config.queue_size,
+            on_overflow=lambda name: metrics.queue_overflows.labels(name.split(":")[0]).inc(),
+            clock=clock,
         )
         started_at = clock.now()
         registry = SubscriberRegistry(store, started_at)

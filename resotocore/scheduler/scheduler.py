@@ -1,4 +1,9 @@
-"""Fires time triggers: one timer per next fire time, and catch-up for slots missed while down."""
+"""Fires time triggers: one timer per next fire time, and catch-up for slots missed while down.
+
+Slots missed while the core was down are counted at start-up and announced with the event
+`workflow_runs_missed`; the bus retains it for STARTUP_GRACE, the time in which workers and observers
+reconnect after a restart, so every observer connecting in that time receives it once.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Literal
 
 import structlog
 
+from resotocore.bus.subscribers import STARTUP_GRACE
 from resotocore.clock import Clock, Timer
 from resotocore.db.store import Changes, Store
 from resotocore.scheduler.cron import Schedule, count_missed
@@ -72,7 +78,7 @@ class Scheduler:
             "policy": self._catch_up,
         }
         log.warning("runs_missed", **data)
-        self._engine.emit_event("workflow_runs_missed", data)
+        self._engine.emit_event("workflow_runs_missed", data, retain_until=now + STARTUP_GRACE, key=entry.key)
         if self._catch_up == "latest":
             await self._engine.trigger(entry.workflow_id, f"catch-up:{missed} missed", fired={entry.key: latest})
         else:

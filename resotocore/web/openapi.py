@@ -328,7 +328,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "get", "/events", "events", "websockets", "The event stream",
         {
             "101": _switching(
-                "The core sends every message on the bus (or those named in `show`); `event` frames sent "
+                "The core sends every message on the bus (or those named in `show`), first the retained "
+                "ones (`workflow_runs_missed`, for 5 minutes after start-up); `event` frames sent "
                 "here are put on the bus and may start workflows, `action_done` and `action_error` frames "
                 "naming `subscriber_id` in data are taken as that subscriber's answer."
             ),

@@ -374,9 +374,17 @@ class Engine:
             case m.RunEnded(ended):
                 self._ended(ended)
 
-    def emit_event(self, message_type: str, data: dict[str, Any], trigger: bool = True) -> None:
-        """Put an event on the bus; with `trigger`, start the workflows it triggers in the background."""
-        self._bus.emit(message_type, lambda: serialize(Event(message_type=message_type, data=data)))
+    def emit_event(
+        self,
+        message_type: str,
+        data: dict[str, Any],
+        trigger: bool = True,
+        retain_until: datetime | None = None,
+        key: str = "",
+    ) -> None:
+        """Put an event on the bus; with `trigger`, start the workflows it triggers in the background.
+        With `retain_until`, observers connecting until then receive it too (see the bus)."""
+        self._bus.emit(message_type, lambda: serialize(Event(message_type=message_type, data=data)), retain_until, key)
         if trigger and message_type in self._event_types:
             self.spawn(self.on_event(message_type, data))
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from resotocore.bus.subscribers import STARTUP_GRACE
 from resotocore.config import CoreConfig
 from resotocore.workflow import machine as m
 from resotocore.workflow.engine import _first_changed
@@ -171,6 +172,65 @@ async def test_missed_runs_are_caught_up_once_at_start(
     # the slots are consumed: a restart right after catches up nothing more
     client = await core_client(cfg, FakeClock(START + timedelta(hours=3, minutes=20)))
     assert core_of(client).scheduler.missed == {}
+
+
+async def restart_after_three_missed_slots(
+    core_client: CoreClientFactory, config: CoreConfig, policy: str = "latest", clock: FakeClock | None = None
+) -> TestClient[Any, Any]:
+    """A core started at START, stopped, and started again after the slots 13:00, 14:00, 15:00."""
+    cfg = config.model_copy(update={"catch_up": policy})
+    await (await core_client(cfg)).close()
+    return await core_client(cfg, clock or FakeClock(START + timedelta(hours=3, minutes=10)))
+
+
+async def events_before_probe(ws: Any) -> list[dict[str, Any]]:
+    """What an /events socket receives before the probe event it sends comes back to it."""
+    await ws.send_json({"kind": "event", "message_type": "probe", "data": {}})
+    frames = []
+    while (frame := await receive_json(ws))["message_type"] != "probe":
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize("policy", ["latest", "none"])
+async def test_an_observer_connecting_after_start_learns_of_the_missed_runs_once(
+    core_client: CoreClientFactory, config: CoreConfig, events_ws: Any, policy: str
+) -> None:
+    client = await restart_after_three_missed_slots(core_client, config, policy)
+    observer = await events_ws(client, "workflow_runs_missed,probe")
+    missed = {"workflow": "collect_and_cleanup", "missed": 3, "since": "2026-03-01T12:00:30+00:00", "policy": policy}
+    announced = {"kind": "event", "message_type": "workflow_runs_missed", "data": missed}
+    assert await events_before_probe(observer) == [announced]
+    assert await events_before_probe(observer) == []  # once per connection
+    another = await events_ws(client, "workflow_runs_missed,probe")
+    assert [e["data"] for e in await events_before_probe(another)] == [missed]  # and once for each
+
+
+async def test_an_observer_not_showing_the_missed_runs_does_not_get_them(
+    core_client: CoreClientFactory, config: CoreConfig, events_ws: Any
+) -> None:
+    client = await restart_after_three_missed_slots(core_client, config, "none")
+    other = await events_ws(client, "task_end,probe")
+    assert await events_before_probe(other) == []
+    showing = await events_ws(client, "probe,workflow_runs_missed")
+    assert [e["message_type"] for e in await events_before_probe(showing)] == ["workflow_runs_missed"]
+
+
+async def test_the_missed_runs_are_announced_until_the_start_up_grace_ends(
+    core_client: CoreClientFactory, config: CoreConfig, events_ws: Any
+) -> None:
+    later = FakeClock(START + timedelta(hours=3, minutes=10))
+    client = await restart_after_three_missed_slots(core_client, config, clock=later)
+    later.advance(STARTUP_GRACE - timedelta(seconds=1))
+    await settle(core_of(client))
+    in_time = await events_ws(client, "workflow_runs_missed,probe")
+    assert [e["data"]["missed"] for e in await events_before_probe(in_time)] == [3]
+    later.advance(timedelta(seconds=1))
+    await settle(core_of(client))
+    too_late = await events_ws(client, "workflow_runs_missed,probe")
+    assert await events_before_probe(too_late) == []
+    workflows = {w["id"]: w for w in await (await client.get("/workflows")).json()}
+    assert workflows["collect_and_cleanup"]["missed_at_startup"] == 3  # still shown here
 
 
 async def test_a_run_resumes_after_restart_and_appears_once(core_client: CoreClientFactory) -> None:
