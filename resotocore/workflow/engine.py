@@ -239,7 +239,7 @@ class Engine:
         async with self._lock:
             run = self._runs.get(task_id)
             if run is None:
-                log.debug("input_ignored", task=task_id, input=type(event).__name__, reason="no such running task")
+                _ignored(task_id, event, "no such running task")
                 return
             await self._apply_to(run, event)
 
@@ -322,7 +322,7 @@ class Engine:
         workflow = self.workflows[run.workflow_id]
         transition = m.advance(run, workflow, event, self._clock.now(), self._registry.lookup)
         if transition.ignored:
-            log.debug("input_ignored", task=run.id, input=type(event).__name__, reason=transition.ignored)
+            _ignored(run.id, event, transition.ignored)
         return transition
 
     async def _start(
@@ -429,6 +429,15 @@ class Engine:
         self._pending.tasks.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("background_task_failed", error=repr(error), exc_info=error)
+
+
+def _ignored(task_id: TaskId, event: m.Input, reason: str) -> None:
+    """An answer that changes nothing (late, duplicate, unknown task or step) is a subscriber's mistake
+    worth a warning; other inputs that no longer apply (a stale deadline) are routine."""
+    if isinstance(event, m.Answer):
+        log.warning("answer_ignored", task=task_id, subscriber_id=event.subscriber_id, step=event.step, reason=reason)
+    else:
+        log.debug("input_ignored", task=task_id, input=type(event).__name__, reason=reason)
 
 
 def _first_changed(before: m.Run, after: m.Run) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
+from structlog.testing import capture_logs
 
 from resotocore.config import CoreConfig
 from tests.support import CoreClientFactory, answer, core_of, receive_json, settle, subscribe
@@ -122,9 +123,15 @@ async def test_late_progress_and_info_and_unknown_answers_keep_the_connection(co
     await ws.send_json({"kind": "action_progress", "message_type": "generate_metrics", "data": progress})
     info = {"task": task_id, "step": "generate_metrics", "level": "info", "message": "done late"}
     await ws.send_json({"kind": "action_info", "message_type": "generate_metrics", "data": info})
-    await answer(ws, {"message_type": "generate_metrics", "data": {"task": "no-such-task", "step": "x"}})
-    await answer(ws, action)  # duplicate
-    next_action = await receive_json(ws)
+    with capture_logs() as logs:
+        await answer(ws, {"message_type": "generate_metrics", "data": {"task": "no-such-task", "step": "x"}})
+        await answer(ws, action)  # duplicate
+        next_action = await receive_json(ws)
+    ignored = [(e["task"], e["subscriber_id"], e["reason"]) for e in logs if e["event"] == "answer_ignored"]
+    assert ignored == [
+        ("no-such-task", "w", "no such running task"),
+        (task_id, "w", "answer for step 'generate_metrics', current step is 'post_generate_metrics'"),
+    ] and all(e["log_level"] == "warning" for e in logs if e["event"] == "answer_ignored")
     assert next_action["message_type"] == "post_generate_metrics"
     await answer(ws, next_action)
     await settle(core_of(client))
