@@ -8,6 +8,8 @@ Cron expressions name wall-clock times. Around DST changes:
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -58,30 +60,53 @@ def validate_timezone(timezone: str) -> str:
 
 def next_fire(schedule: Schedule, after: datetime) -> datetime:
     """The first fire time strictly after `after` (aware), as an aware UTC datetime."""
-    zone = schedule.zone
-    local_after = after.astimezone(zone).replace(tzinfo=None)
-    # Start one hour early so a repeated (fall back) hour after `after` is not skipped.
-    it = croniter(schedule.cron, local_after - timedelta(hours=1))
-    hourly = _fires_every_hour(schedule.cron)
-    while True:
-        wall: datetime = it.get_next(datetime)
-        for instant in _instants(wall, zone, hourly):
-            if instant > after:
-                return instant
+    return next(instant for instant in _fire_times(schedule, after) if instant > after)
 
 
 def count_missed(schedule: Schedule, last: datetime, now: datetime) -> tuple[int, datetime | None]:
-    """How many fire times lie in (last, now], and the latest of them (None when there is none)."""
-    count, latest, at = 0, None, last
-    while count < MAX_COUNTED_SLOTS:
-        at = next_fire(schedule, at)
-        if at > now:
+    """How many fire times lie in (last, now], and the latest of them (None when there is none).
+
+    Counting stops at MAX_COUNTED_SLOTS; `latest` is then the last slot counted.
+    """
+    count, latest = 0, None
+    for instant in _fire_times(schedule, last):
+        if count >= MAX_COUNTED_SLOTS or instant > now:
             break
-        count, latest = count + 1, at
+        if instant > last:
+            count, latest = count + 1, instant
     return count, latest
 
 
+def _fire_times(schedule: Schedule, start: datetime) -> Iterator[datetime]:
+    """Fire times as aware UTC datetimes in strictly increasing order, from about an hour before `start` on.
+
+    Every fire time after `start` is produced; a few before it may be too, so callers skip those.
+    Wall times are walked in order once. A wall time's first instant is never earlier than the first
+    instant of the wall time before it, so everything pending up to that instant is final; only the
+    second occurrence of a repeated (fall back) wall time comes later and waits in a heap until then.
+    Equal instants (several nonexistent wall times resolving to the end of the same gap) are produced once.
+    """
+    zone = schedule.zone
+    hourly = _fires_every_hour(schedule.cron)
+    local_start = start.astimezone(zone).replace(tzinfo=None)
+    # Start one hour early so a repeated (fall back) hour around `start` is not skipped.
+    walls = croniter(schedule.cron, local_start - timedelta(hours=1))
+    pending: list[datetime] = []
+    latest: datetime | None = None
+    while True:
+        wall: datetime = walls.get_next(datetime)
+        instants = _instants(wall, zone, hourly)
+        for instant in instants:
+            heapq.heappush(pending, instant)
+        while pending and pending[0] <= instants[0]:
+            instant = heapq.heappop(pending)
+            if latest is None or instant > latest:
+                latest = instant
+                yield instant
+
+
 def _instants(wall: datetime, zone: ZoneInfo, hourly: bool) -> list[datetime]:
+    """The instants (UTC, ascending) a fire at `wall` stands for, by the module's DST rules."""
     first = wall.replace(tzinfo=zone, fold=0)
     if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != wall:
         return [_after_gap(wall, zone)]
