@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 MAX_COUNTED_SLOTS = 100_000
 
@@ -47,6 +47,10 @@ def validate(cron: str, timezone: str) -> None:
 def validate_cron(cron: str) -> str:
     if len(cron.split()) != 5 or not croniter.is_valid(cron):
         raise ScheduleError(f"invalid cron expression {cron!r}: expected 5 fields like '0 * * * *'")
+    try:  # well-formed, but a date that never comes (such as the 31st of February) is no schedule
+        croniter(cron, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ScheduleError(f"invalid cron expression {cron!r}: it never fires") from None
     return cron
 
 

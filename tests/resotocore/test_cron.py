@@ -162,6 +162,7 @@ def test_count_missed_agrees_with_stepping(
         ("0 * * *", "UTC", "invalid cron expression"),
         ("0 * * * * *", "UTC", "invalid cron expression"),
         ("61 * * * *", "UTC", "invalid cron expression"),
+        ("0 0 31 2 *", "UTC", "it never fires"),
         ("0 * * * *", "Mars/Olympus", "unknown timezone"),
         ("0 * * * *", "", "unknown timezone"),
     ],

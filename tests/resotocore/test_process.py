@@ -149,6 +149,7 @@ def test_help_and_version() -> None:
         (["--schedule", "every hour"], {}, "--schedule: invalid cron expression 'every hour'"),
         (["--timezone", "Mars/Base"], {}, "--timezone: unknown timezone 'Mars/Base'"),
         ([], {"RESOTOCORE_SCHEDULE": "99 * * * *"}, "--schedule: invalid cron expression"),
+        (["--schedule", "0 0 30 2 *"], {}, "--schedule: invalid cron expression '0 0 30 2 *': it never fires"),
         (["--catch-up", "all"], {}, "'all' is not one of 'latest', 'none'"),
         (["--port", "70000"], {}, "--port: Input should be less than or equal to 65535"),
     ],
