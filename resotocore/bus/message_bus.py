@@ -72,6 +72,8 @@ class Listener:
 
     async def next(self) -> str | None:
         """The next frame, or None once the listener is closed. One reader at a time."""
+        if self._waiter is not None:
+            raise RuntimeError(f"listener {self.name} has a reader already")
         while not self._frames:
             if self.closed:
                 return None

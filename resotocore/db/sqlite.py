@@ -75,7 +75,7 @@ class SqliteStore:
         self._commits_wait: asyncio.Future[None] | None = None  # set during a checkpoint's second pass
 
     async def commit(self, changes: Changes) -> None:
-        if self._commits_wait is not None:
+        while self._commits_wait is not None:
             await asyncio.shield(self._commits_wait)
         headers = {run.id: _header_fields(run) for run in changes.runs}
         changed: list[tuple[str, str, str, str, str]] = [
@@ -100,12 +100,21 @@ class SqliteStore:
             else:
                 self._headers.pop(run.id, None)
         self._commits += 1
-        if self._background_checkpoints and self._commits % self._checkpoint_every == 0 and self._checkpoint is None:
-            self._checkpoint = asyncio.get_running_loop().create_task(self.checkpoint())
+        if self._background_checkpoints and self._commits % self._checkpoint_every == 0:
+            self._start_checkpoint()
 
     async def checkpoint(self) -> None:
         """Copy the whole write-ahead log into the database file in the checkpoint thread, in two passes
-        (see the module's docstring); the next commit then starts the log from its beginning."""
+        (see the module's docstring); the next commit then starts the log from its beginning. A call
+        while a checkpoint runs waits for that one."""
+        await asyncio.shield(self._start_checkpoint())
+
+    def _start_checkpoint(self) -> asyncio.Task[None]:
+        if self._checkpoint is None:
+            self._checkpoint = asyncio.get_running_loop().create_task(self._copy_log())
+        return self._checkpoint
+
+    async def _copy_log(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._checkpointer, _checkpoint, self.path, "PASSIVE")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+
+import pytest
 
 from resotocore.bus.message_bus import Listener, MessageBus
 from tests.support import START, FakeClock
@@ -55,3 +58,14 @@ async def test_a_retained_message_expires_on_the_bus_clock() -> None:
     async with bus.subscribe("too late") as listener:
         assert await received(bus, listener) == [[]]
     assert bus.retained() == []
+
+
+async def test_a_listener_has_one_reader_and_closing_wakes_it() -> None:
+    bus = MessageBus(clock=FakeClock())
+    listener = bus.listener("one")
+    reader = asyncio.create_task(listener.next())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="has a reader already"):
+        await listener.next()
+    listener.close("done")
+    assert await asyncio.wait_for(reader, 1) is None

@@ -80,13 +80,22 @@ async def test_a_consumer_that_never_reads_does_not_grow_memory(core_process: An
     slow.close()
 
 
-async def stuck_sending(core: CoreProcess) -> asyncio.StreamWriter:
-    """A consumer that never reads, and enough events for it that the core's writer waits on its socket
-    (8 MB: more than the socket buffers take; fewer events than the listener's queue holds)."""
+STUCK_PAD = 20_000
+
+
+def events_to_get_stuck() -> int:
+    """Events of STUCK_PAD bytes that fill more than the kernel's socket buffers can take (their largest
+    size is a setting of the machine), so the core's writer ends up waiting on a consumer that never reads."""
+    largest = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    return (2 * largest + 2**20) // STUCK_PAD + 1
+
+
+async def stuck_sending(core: CoreProcess, events: int) -> asyncio.StreamWriter:
+    """A consumer that never reads, and `events` events for it (fewer than its listener's queue holds)."""
     slow = await never_reading(core.url, "/events?show=noise")
     async with aiohttp.ClientSession() as session, session.ws_connect(f"{core.url}/events?show=nothing") as sender:
-        for i in range(400):
-            await sender.send_json({"kind": "event", "message_type": "noise", "data": {"i": i, "pad": "x" * 20_000}})
+        for i in range(events):
+            await sender.send_json({"kind": "event", "message_type": "noise", "data": {"i": i, "pad": "x" * STUCK_PAD}})
         await asyncio.sleep(0.5)
     return slow
 
@@ -98,9 +107,10 @@ async def metric(url: str, name: str) -> float:
 
 
 async def test_a_consumer_that_never_reads_does_not_hold_up_shutdown(core_process: Any) -> None:
-    core: CoreProcess = await core_process()
+    events = events_to_get_stuck()
+    core: CoreProcess = await core_process("--queue-size", str(events + 100))
     assert core.proc is not None
-    slow = await stuck_sending(core)
+    slow = await stuck_sending(core, events)
     started = time.monotonic()
     core.proc.send_signal(signal.SIGTERM)
     assert await core.wait(within=15) == 0
@@ -110,8 +120,9 @@ async def test_a_consumer_that_never_reads_does_not_hold_up_shutdown(core_proces
 
 
 async def test_a_silent_consumer_is_cut_off_once_the_heartbeat_finds_it(core_process: Any) -> None:
-    core: CoreProcess = await core_process("--heartbeat", "1")
-    slow = await stuck_sending(core)
+    events = events_to_get_stuck()
+    core: CoreProcess = await core_process("--heartbeat", "1", "--queue-size", str(events + 100))
+    slow = await stuck_sending(core, events)
     async with asyncio.timeout(15):
         while await metric(core.url, "resotocore_event_listeners") > 0:  # noqa: ASYNC110 - polled over HTTP
             await asyncio.sleep(0.2)

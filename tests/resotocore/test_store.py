@@ -143,6 +143,30 @@ async def test_a_checkpoint_lets_the_log_start_again_while_commits_go_on(
     await backend.close()
 
 
+async def test_checkpoints_asked_for_at_once_are_one_and_commits_carry_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = sqlite_store._checkpoint
+    passes: list[str] = []
+
+    def slow_copy(path: Path, mode: Literal["PASSIVE", "TRUNCATE"]) -> None:
+        passes.append(mode)
+        time.sleep(0.02)
+        copy(path, mode)
+
+    monkeypatch.setattr(sqlite_store, "_checkpoint", slow_copy)
+    backend = SqliteStore(tmp_path / "s.db", checkpoint_every=10**9)
+    checkpoints = asyncio.gather(backend.checkpoint(), backend.checkpoint())
+    for name in ("a", "b", "c"):
+        await asyncio.wait_for(backend.commit(Changes(runs=[run(name)])), 5)
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(checkpoints, 5)
+    await asyncio.wait_for(backend.commit(Changes(runs=[run("d")])), 5)
+    assert passes == ["PASSIVE", "PASSIVE"]
+    assert [r.id for r in await backend.running()] == ["a", "b", "c", "d"]
+    await backend.close()
+
+
 def _log_frames(path: Path) -> int:
     """Frames in the write-ahead log now (read from another connection, as a checkpoint reports them)."""
     db = sqlite3.connect(path, isolation_level=None)
