@@ -12,13 +12,20 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 EdgeType = Literal["default", "delete"]
 DEFAULT_GRAPH = "resoto"
 ROOT_ID = "root"
 FIELD_PATH = re.compile(r"^(reported|metadata|desired)(\.[A-Za-z0-9_:\-]+)+$")
 SHORTCUTS = ("id", "kind", "cloud", "account", "region", "name", "ctime", "expires")
+
+
+def check_path(path: str) -> str:
+    """A path a filter, group or aggregate may name; ValueError with the choices otherwise."""
+    if path not in SHORTCUTS and not FIELD_PATH.match(path):
+        raise ValueError(f"invalid path {path!r}: use {', '.join(SHORTCUTS)} or reported.<field>[.<field>...]")
+    return path
 
 
 def node_id(kind: str, cloud: str, account: str, region: str, provider_id: str) -> str:
@@ -59,20 +66,25 @@ Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "exists"]
 
 
 class Comparison(BaseModel):
-    """``path op value``: path is a shortcut (kind, cloud, account, region, name, ...) or reported.x.y."""
+    """``path op value``: path is a shortcut (kind, cloud, account, region, name, ...) or reported.x.y.
 
-    model_config = ConfigDict(frozen=True)
+    Every key is checked and `value` is required (``null`` too must be written out) except for
+    ``exists``: a misspelt key must not turn a filter into one that matches nearly everything.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: str
     op: Op = "=="
     value: JsonValue = None
 
-    @field_validator("path")
-    @classmethod
-    def _valid_path(cls, path: str) -> str:
-        if path not in SHORTCUTS and not FIELD_PATH.match(path):
-            raise ValueError(f"invalid path {path!r}: use {', '.join(SHORTCUTS)} or reported.<field>[.<field>...]")
-        return path
+    _valid_path = field_validator("path")(classmethod(lambda cls, path: check_path(path)))
+
+    @model_validator(mode="after")
+    def _has_value(self) -> Comparison:
+        if self.op != "exists" and "value" not in self.model_fields_set:
+            raise ValueError(f"comparison {self.path} {self.op} needs a value (op 'exists' tests whether it is set)")
+        return self
 
 
 class Filter(BaseModel):
@@ -119,7 +131,13 @@ class AggregateFunction(BaseModel):
     @field_validator("path")
     @classmethod
     def _valid_path(cls, path: str | None) -> str | None:
-        return None if path is None else Comparison(path=path).path
+        return None if path is None else check_path(path)
+
+    @model_validator(mode="after")
+    def _has_path(self) -> AggregateFunction:
+        if self.function != "count" and self.path is None:
+            raise ValueError(f"{self.function} needs a path")
+        return self
 
 
 class AggregateRequest(BaseModel):
@@ -132,7 +150,7 @@ class AggregateRequest(BaseModel):
     @field_validator("group_by")
     @classmethod
     def _valid_paths(cls, paths: list[str]) -> list[str]:
-        return [Comparison(path=p).path for p in paths]
+        return [check_path(p) for p in paths]
 
 
 class AggregateRow(BaseModel):

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from resotolib.graph import AggregateFunction, AggregateRequest, Comparison, Filter
+from resotolib.graph import AggregateFunction, AggregateRequest, Filter, check_path
 
 RESERVED_PREFIX = "resotometrics_"
 """The exporter's own metrics; definitions may not use it."""
@@ -25,13 +25,6 @@ METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 VALUE = "value"
 """The name (``as``) of the aggregate function's result in every row."""
-
-
-def _field_path(path: str) -> str:
-    try:
-        return Comparison(path=path).path
-    except ValidationError as e:
-        raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
 def _label_name(name: str) -> str:
@@ -50,7 +43,7 @@ def _metric_name(name: str) -> str:
     return name
 
 
-FieldPath = Annotated[str, AfterValidator(_field_path)]
+FieldPath = Annotated[str, AfterValidator(check_path)]
 """A shortcut (cloud, account, region, kind, name, ...) or ``reported.<field>[.<field>...]``."""
 LabelName = Annotated[str, AfterValidator(_label_name)]
 MetricName = Annotated[str, AfterValidator(_metric_name)]

@@ -106,7 +106,7 @@ def problem(value: Any) -> str | None:
             return "reported.kind must be a string"
         if "metadata" in value and not isinstance(value["metadata"], dict):
             return "metadata must be an object"
-        return None
+        return flag_problem(value.get("metadata"))
     if "from" in value or "to" in value:
         if not isinstance(value.get("from"), str) or not isinstance(value.get("to"), str):
             return "edge from and to must be strings"
@@ -115,6 +115,18 @@ def problem(value: Any) -> str | None:
             return "edge_type must be default or delete"
         return None
     return "neither a node (id, reported) nor an edge (from, to)"
+
+
+FLAGS = ("protected", "replace")
+"""Metadata a collector sets to true or false: a mistyped value must not fall back to 'not protected'."""
+
+
+def flag_problem(metadata: dict[str, Any] | None) -> str | None:
+    """Why the flags in this node's metadata are not true, false or absent (null); None when they are."""
+    for flag in FLAGS:
+        if metadata and metadata.get(flag) not in (None, True, False):
+            return f"metadata.{flag} must be true or false"
+    return None
 
 
 def parse_line(text: str) -> tuple[Any, str | None]:

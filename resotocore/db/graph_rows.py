@@ -15,7 +15,7 @@ from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import Any
 
 from resotocore.db.graph_docs import METADATA_OWNED, extract, is_one, sql_text
-from resotocore.db.graph_lines import EDGE_TYPES, MergeError, load_line, render
+from resotocore.db.graph_lines import EDGE_TYPES, MergeError, flag_problem, load_line, render
 from resotocore.db.graph_lines import problem as check
 from resotocore.db.graph_walk import ANCESTOR_KINDS, NO_ANCESTRY, Ancestry, Own, Run, apply, larger, own, runs, walk
 from resotocore.graph.expiry import expires_text
@@ -63,12 +63,13 @@ class BatchRows:
                     and node_id.__class__ is str
                     and node_id
                     and reported.get("kind").__class__ is str
-                    and value.get("metadata", EMPTY_METADATA).__class__ is dict
+                    and (metadata := value.get("metadata", EMPTY_METADATA)).__class__ is dict
+                    and flag_problem(metadata) is None
                 ):
                     if node_id in ids:
                         self._duplicate = self._duplicate or MergeError(number, f"duplicate node id {node_id!r}")
                     else:
-                        nodes.append(self._node(node_id, reported, value.get("metadata")))
+                        nodes.append(self._node(node_id, reported, metadata))
                     continue
             elif (
                 (from_id := value.get("from")).__class__ is str

@@ -179,12 +179,9 @@ def aggregate(graph: str, request: AggregateRequest) -> Aql:
         lets.append(f"g{i} = {expression(path, bind)[0]}")
         keys.append(f"k{i} = g{i}")
     for i, fn in enumerate(request.functions):
-        if fn.path is None:
-            if fn.function == "count":
-                aggregates.append(f"a{i} = SUM(1)")
-                values.append(f"a{i}")
-            else:
-                values.append("null")
+        if fn.path is None:  # only count goes without a path (AggregateFunction checks)
+            aggregates.append(f"a{i} = SUM(1)")
+            values.append(f"a{i}")
             continue
         lets.append(f"v{i} = {expression(fn.path, bind)[0]}")
         match fn.function:
@@ -200,11 +197,7 @@ def aggregate(graph: str, request: AggregateRequest) -> Aql:
     text = f"FOR n IN {NODES} FILTER n.graph == {bind(graph)} AND {condition(request.filter, bind)}"
     if lets:
         text += "".join(f" LET {let}" for let in lets)
-    text += " COLLECT " + ", ".join(keys)
-    if aggregates:
-        text += " AGGREGATE " + ", ".join(aggregates)
-    elif not keys:
-        text += " WITH COUNT INTO total"
+    text += " COLLECT " + ", ".join(keys) + " AGGREGATE " + ", ".join(aggregates)
     groups = [f"k{i}" for i in range(len(keys))]
     return Aql(f"{text} RETURN [{', '.join([*groups, *values])}]", bind.vars)
 

@@ -131,8 +131,8 @@ def aggregate(graph: str, request: AggregateRequest, exact: bool = True) -> Sql:
     groups = [expression(p) for p in request.group_by]
     selects: list[Sql] = list(groups)
     for fn in request.functions:
-        if fn.path is None:
-            selects.append(Sql("count(*)") if fn.function == "count" else Sql("NULL"))
+        if fn.path is None:  # only count goes without a path (AggregateFunction checks)
+            selects.append(Sql("count(*)"))
         else:
             inner = expression(fn.path)
             name = "total" if fn.function == "sum" and not exact else fn.function

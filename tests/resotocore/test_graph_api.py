@@ -169,6 +169,9 @@ async def test_search_filters_paging_and_edges(core_client: CoreClientFactory) -
         {"filter": {"fields": [{"path": "secret.x", "value": 1}]}},
         {"limit": 0},
         {"filter": {"expired_before": "yesterday"}},
+        {"filter": {"fields": [{"path": "reported.owner", "val": "nobody"}]}},  # a misspelt key
+        {"filter": {"fields": [{"path": "kind", "operator": "!=", "value": "zzz"}]}},
+        {"filter": {"fields": [{"path": "reported.owner"}]}},  # no value: "== null" must be written out
     ],
 )
 async def test_bad_search_requests_are_400(core_client: CoreClientFactory, body: dict[str, Any]) -> None:
@@ -204,6 +207,22 @@ async def test_aggregate(core_client: CoreClientFactory) -> None:
     assert await response.json() == [{"group": {}, "values": {"n": 18}}]  # root and cloud are shared
     response = await client.post("/graph/resoto/aggregate", json={"functions": []})
     assert response.status == 400
+    response = await client.post("/graph/resoto/aggregate", json={"functions": [{"function": "sum", "as": "s"}]})
+    assert response.status == 400 and "sum needs a path" in (await response.json())["error"]
+
+
+async def test_a_misspelt_filter_marks_nothing_and_null_and_exists_are_asked_for_explicitly(
+    core_client: CoreClientFactory,
+) -> None:
+    client = await core_client()
+    await merge(client, account().ndjson())
+    misspelt = {"filter": {"fields": [{"path": "reported.owner", "val": "nobody"}]}, "reason": "r"}
+    response = await client.post("/graph/resoto/clean", json=misspelt)
+    assert response.status == 400 and "val" in (await response.json())["error"]
+    assert await search(client, {"filter": {"clean": True}}) == []
+    unset = await search(client, {"filter": {"fields": [{"path": "reported.owner", "value": None}]}})
+    assert len(unset) == 12  # explicitly "== null": every node without an owner
+    assert await search(client, {"filter": {"fields": [{"path": "reported.owner", "op": "exists"}]}}) == []
 
 
 async def test_clean_and_patch(core_client: CoreClientFactory) -> None:

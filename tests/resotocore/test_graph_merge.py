@@ -108,6 +108,14 @@ async def test_a_node_that_moves_or_changes_is_updated(graphs: SqliteGraphStore)
         (edge("a1-r1", "nowhere"), "edge refers to unknown node 'nowhere'"),
         (node("a1-7"), "duplicate node id 'a1-7'"),
         ('{"id": "x\\udc00", "reported": {"kind": "k"}}', UNPAIRED_SURROGATE),
+        (
+            '{"id": "p", "reported": {"kind": "k"}, "metadata": {"protected": "true"}}',
+            "metadata.protected must be true or false",
+        ),
+        (
+            '{"id": "p", "reported": {"kind": "k"}, "metadata": {"replace": "yes"}}',
+            "metadata.replace must be true or false",
+        ),
     ],
 )
 async def test_an_error_after_many_rows_leaves_every_byte_as_it_was(

@@ -88,6 +88,8 @@ def test_user_file_replaces_everything(tmp_path: Path) -> None:
                      "unknown field 'lables' (did you mean 'labels'?) in metrics[0]", id="unknown-field"),
         pytest.param("metrics:\n  - name: a\n    help: h\n    filter:\n      regoin: [x]\n", 5,
                      "unknown field 'regoin' (did you mean 'region'?) in metrics[0].filter", id="unknown-filter"),
+        pytest.param("metrics:\n  - name: a\n    help: h\n    filter:\n      fields: [{path: a, opp: '>'}]\n", 5,
+                     "unknown field 'opp' (did you mean 'op'?) in metrics[0].filter.fields[0]", id="unknown-op-key"),
         pytest.param("metrics:\n  - name: a\n    help: h\n    type: histogram\n", 4,
                      "metrics[0].type: Input should be 'gauge' or 'counter'", id="bad-type"),
         pytest.param("metrics:\n  - name: a\n    help: h\n    scale: lots\n", 4,
