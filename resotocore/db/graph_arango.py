@@ -17,7 +17,16 @@ from typing import Any, TypeVar
 import structlog
 
 from resotocore.db.arango_conn import ArangoConnection, Collection, Index, Transaction
-from resotocore.db.graph_docs import STATE_DEFAULTS, Record, compact, digest, doc_key, node_line, order_key
+from resotocore.db.graph_docs import (
+    STATE_DEFAULTS,
+    Record,
+    compact,
+    digest,
+    doc_key,
+    node_line,
+    order_key,
+    reported_expires,
+)
 from resotocore.db.graph_lines import numbered_lines
 from resotocore.db.graph_plan import MergePlan, Staging, Stored
 from resotocore.db.graph_store import EdgeRecord, aggregate_rows
@@ -249,9 +258,10 @@ def _patch(txn: Transaction, graph: str, patches: list[NodePatch]) -> tuple[int,
                 else:
                     tags[name] = value
             doc["reported"] = {**doc["reported"], "tags": tags}
+            doc["expires"] = reported_expires(doc["reported"])  # expiry follows the tags, as a merge derives it
         changed[p.id] = doc
         updated += 1
-    fields = ("_key", "cleaned", "clean", "event_log", "reported")
+    fields = ("_key", "cleaned", "clean", "event_log", "reported", "expires")
     writes = [{**{k: d[k] for k in fields}, "digest": digest(d)} for d in changed.values()]
     for part in chunks(writes):
         txn.query(aql.update_nodes(part))

@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from resotocore.db.graph_lines import Literal
+from resotocore.graph.expiry import expires_text
 
 Record = dict[str, Any]
 MERGE_FIELDS = (
@@ -67,6 +68,20 @@ def sql_text(value: Any) -> str | None:
     if isinstance(value, float):
         return real_text(value)
     return str(value)
+
+
+def reported_expires(reported: dict[str, Any]) -> str | None:
+    """The ``expires`` column of a node: from its tags and ctime, the same at merge and when a patch
+    changes the tags."""
+    tags = reported.get("tags")
+    if not isinstance(tags, dict):
+        return None
+    return expires_text(
+        extract(tags.get("resoto:expires")),
+        extract(tags.get("resoto:expiration")),
+        extract(tags.get("expiration")),
+        extract(reported.get("ctime")),
+    )
 
 
 def is_one(value: Any) -> bool:

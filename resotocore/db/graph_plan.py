@@ -13,10 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from resotocore.db.graph_docs import MERGE_FIELDS, Record, digest, extract, is_one, sql_text, strip_metadata
+from resotocore.db.graph_docs import MERGE_FIELDS, Record, digest, is_one, reported_expires, sql_text, strip_metadata
 from resotocore.db.graph_lines import MergeError, parse_line
 from resotocore.db.graph_walk import ANCESTOR_KINDS, NO_ANCESTRY, Ancestry, apply, larger, own, walk
-from resotocore.graph.expiry import expires_text
 from resotolib.graph import MergeResult
 
 
@@ -50,8 +49,6 @@ class StagedEdge:
 def staged_node(line: int, value: dict[str, Any]) -> StagedNode:
     reported: dict[str, Any] = value["reported"]
     metadata: dict[str, Any] = value.get("metadata", {})
-    tags = reported.get("tags")
-    tag = (lambda name: extract(tags.get(name))) if isinstance(tags, dict) else (lambda name: None)
     record: Record = {
         "id": value["id"],
         "kind": reported["kind"],
@@ -60,9 +57,7 @@ def staged_node(line: int, value: dict[str, Any]) -> StagedNode:
         "region": None,
         "name": sql_text(reported.get("name")),
         "ctime": sql_text(reported.get("ctime")),
-        "expires": expires_text(
-            tag("resoto:expires"), tag("resoto:expiration"), tag("expiration"), extract(reported.get("ctime"))
-        ),
+        "expires": reported_expires(reported),
         "protected": is_one(metadata.get("protected")),
         "replace_root": None,
         "reported": reported,

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-from resotocore.db.graph_docs import Record
+from resotocore.db.graph_docs import Record, reported_expires
 from resotocore.db.graph_lines import numbered_lines
 from resotocore.db.graph_merge import MergeError, SqliteMerge
 from resotocore.db.graph_store import EdgeRecord, aggregate_rows
@@ -294,8 +294,8 @@ def _patch(db: sqlite3.Connection, graph: str, patches: list[NodePatch]) -> tupl
                 else:
                     tags[name] = value
             reported["tags"] = tags
-            sets.append("reported = ?")
-            params.append(json.dumps(reported, separators=(",", ":")))
+            sets.append("reported = ?, expires = ?")  # expiry follows the tags, as a merge derives it
+            params += [json.dumps(reported, separators=(",", ":")), reported_expires(reported)]
         if sets:
             db.execute(f"UPDATE nodes SET {', '.join(sets)} WHERE graph = ? AND id = ?", [*params, graph, p.id])
         updated += 1

@@ -10,8 +10,9 @@ Options (``CollectorContext.options``, set from the worker's flags):
 
 Buckets sit under their own region and are collected when that region is. Resources tagged
 ``resoto:protected=true`` and the ``default`` security groups are protected. Delete edges make instances
-go before their attached volumes and their security groups. With a role, credentials are assumed again
-when they are about to expire.
+go before their attached volumes and their security groups. Terminating an instance deletes none of its
+volumes (DeleteOnTermination is cleared first): each goes or stays by its own cleanup decision. With a
+role, credentials are assumed again when they are about to expire.
 """
 
 from __future__ import annotations

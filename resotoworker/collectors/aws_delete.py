@@ -1,12 +1,14 @@
 """How the aws collector deletes one resource of each kind it lists.
 
 Each function blocks (boto3) and raises on failure. A resource that is already gone counts as
-deleted: an instance terminated with its volumes, for example, takes volumes with
-DeleteOnTermination along.
+deleted. Terminating an instance deletes none of its volumes: AWS would delete every volume attached
+with DeleteOnTermination along with the instance, protected or not, so that flag is cleared first and
+each volume is deleted (or kept) by its own cleanup decision.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,8 @@ from resotoworker.collectors.aws_resources import BUCKET, INSTANCE, SECURITY_GRO
 from resotoworker.collectors.aws_session import AwsAccount, error_code
 
 if TYPE_CHECKING:
-    from mypy_boto3_ec2.type_defs import WaiterConfigTypeDef
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import InstanceBlockDeviceMappingSpecificationTypeDef, WaiterConfigTypeDef
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
@@ -33,14 +36,55 @@ GONE = {
     "NoSuchBucket",
 }
 DELETE_BATCH = 1000  # most keys one DeleteObjects call takes
+# after clearing DeleteOnTermination, how often and how many seconds apart terminate checks that it took
+KEEP_CHECKS = 5
+KEEP_CHECK_DELAY = 2.0
 
 Deleter = Callable[[AwsAccount, str, str], None]
 
 
 def terminate_instance(account: AwsAccount, region: str, instance_id: str) -> None:
+    """Terminate the instance once none of its volumes would go with it."""
     ec2 = account.ec2(region)
+    keep_volumes(ec2, instance_id)
     ec2.terminate_instances(InstanceIds=[instance_id])
     ec2.get_waiter("instance_terminated").wait(InstanceIds=[instance_id], WaiterConfig=TERMINATE_WAIT)
+
+
+def keep_volumes(ec2: EC2Client, instance_id: str) -> None:
+    """Clear DeleteOnTermination on every EBS volume attached to the instance; raise unless the instance then
+    reports it cleared on all of them (the change may take a moment to show)."""
+    deleted_along = volumes_deleted_along(ec2, instance_id)
+    if not deleted_along:
+        return
+    mappings: list[InstanceBlockDeviceMappingSpecificationTypeDef] = [
+        {"DeviceName": device, "Ebs": {"DeleteOnTermination": False}} for device in deleted_along
+    ]
+    ec2.modify_instance_attribute(InstanceId=instance_id, BlockDeviceMappings=mappings)
+    log.info("aws_instance_volumes_kept", id=instance_id, volumes=sorted(deleted_along.values()))
+    for check in range(KEEP_CHECKS):
+        if check:
+            time.sleep(KEEP_CHECK_DELAY)
+        deleted_along = volumes_deleted_along(ec2, instance_id)
+        if not deleted_along:
+            return
+    raise RuntimeError(
+        f"instance {instance_id} not terminated: its volumes {', '.join(sorted(deleted_along.values()))} "
+        "would still be deleted with it (DeleteOnTermination could not be cleared)"
+    )
+
+
+def volumes_deleted_along(ec2: EC2Client, instance_id: str) -> dict[str, str]:
+    """Device name to volume id of the attached EBS volumes AWS would delete with the instance."""
+    reservations = ec2.describe_instances(InstanceIds=[instance_id]).get("Reservations", [])
+    return {
+        mapping["DeviceName"]: mapping["Ebs"].get("VolumeId", "?")
+        for reservation in reservations
+        for instance in reservation.get("Instances", [])
+        if instance.get("State", {}).get("Name") not in ("shutting-down", "terminated")  # too late to change
+        for mapping in instance.get("BlockDeviceMappings", [])
+        if "DeviceName" in mapping and mapping.get("Ebs", {}).get("DeleteOnTermination") is True
+    }
 
 
 def delete_volume(account: AwsAccount, region: str, volume_id: str) -> None:

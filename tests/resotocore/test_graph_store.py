@@ -258,6 +258,39 @@ async def test_clean_patch_list_and_delete(graphs: GraphStore) -> None:
     assert await graphs.graphs() == ["resoto"] and not await graphs.exists("g2")
 
 
+async def test_patching_tags_recomputes_expiry(graphs: GraphStore) -> None:
+    """Expiry follows the tags a patch leaves, with the node's ctime, exactly as a merge derives it."""
+    await merge(graphs, account().ndjson())
+    instance, other = account().nodes[3].id, account().nodes[6].id  # i-0 (expiration 1h), i-1 (no expiry tag)
+    expired = CleanRequest(filter=Filter(expired_before=NOW, protected=False), reason="expired")
+
+    async def expires(node_id: str) -> str | None:
+        (node,) = await search(graphs, filter=Filter(ids=[node_id]))
+        value: str | None = node["metadata"].get("expires")
+        return value
+
+    assert (await expires(instance), await expires(other)) == ("2026-02-28T01:00:00Z", None)
+    patches = [NodePatch(id=instance, tags={"expiration": None}), NodePatch(id=other, tags={"expiration": "7 days"})]
+    assert await graphs.patch("resoto", patches) == (2, [])
+    assert (await expires(instance), await expires(other)) == (None, "2026-03-07T00:00:00Z")
+    assert await ids(graphs, expired_before=NOW) == {"b-1"}  # the protected bucket, by its resoto:expires
+    assert await graphs.clean("resoto", expired) == 0
+
+    patches = [
+        NodePatch(id=other, tags={"resoto:expires": "2026-02-01T00:00:00"}),  # wins over the duration
+        NodePatch(id=instance, tags={"owner": "me"}),
+        NodePatch(id=instance, tags={"resoto:expiration": "2h", "expiration": "5h"}),
+    ]
+    assert await graphs.patch("resoto", patches) == (3, [])
+    assert (await expires(instance), await expires(other)) == ("2026-02-28T02:00:00Z", "2026-02-01T00:00:00Z")
+    assert await graphs.patch("resoto", [NodePatch(id=other, cleaned=True)]) == (1, [])  # no tags: expiry kept
+    assert await expires(other) == "2026-02-01T00:00:00Z"
+    assert await graphs.clean("resoto", expired) == 2
+    # the next collect brings the collected tags back, and their expiry with them
+    assert (await merge(graphs, account().ndjson()))["updated"] == 2
+    assert (await expires(instance), await expires(other)) == ("2026-02-28T01:00:00Z", None)
+
+
 async def test_dump_and_load_keep_every_column(graphs: GraphStore) -> None:
     await merge(graphs, account().ndjson())
     await graphs.clean("resoto", CleanRequest(filter=Filter(kinds=["example_volume"]), reason="r"))

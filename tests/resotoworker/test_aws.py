@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from resotolib.graph import Node
 from resotoworker.collector import CollectorContext, GraphBatch
 from resotoworker.collectors import aws as aws_module
+from resotoworker.collectors import aws_delete
 from resotoworker.collectors.aws import AwsCollector
 from resotoworker.collectors.aws_resources import enabled_regions
 from resotoworker.collectors.aws_session import AwsAccount, AwsError
@@ -193,6 +194,74 @@ async def test_deletes_each_kind(moto_url: str, tmp_path: Path) -> None:
     assert {cloud.db, cloud.spare, cloud.west, cloud.default_group, cloud.west_bucket} <= after.keys()
 
     await aws.delete(merged(batch, nodes[cloud.snapshot]))  # already gone: nothing to do
+
+
+def volumes_of(client: EC2Client, instance_id: str) -> dict[str, tuple[str, bool]]:
+    """Device name to (volume id, DeleteOnTermination) of every EBS volume attached to the instance."""
+    instance = client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    return {
+        m["DeviceName"]: (m["Ebs"]["VolumeId"], m["Ebs"].get("DeleteOnTermination", False))
+        for m in instance.get("BlockDeviceMappings", [])
+        if "DeviceName" in m and "VolumeId" in m.get("Ebs", {})
+    }
+
+
+async def test_terminating_an_instance_deletes_none_of_its_volumes(moto_url: str, tmp_path: Path) -> None:
+    """AWS deletes a volume attached with DeleteOnTermination along with its instance; the collector clears
+    that flag first, so each volume goes (or stays) by its own cleanup decision."""
+    east = ec2(moto_url, "us-east-1")
+    instance = run_instance(east, tags={"resoto:expires": "2020-01-01T00:00:00Z"})
+    data = east.create_volume(Size=1, AvailabilityZone="us-east-1a")["VolumeId"]
+    east.attach_volume(VolumeId=data, InstanceId=instance, Device="/dev/sdf")
+    east.modify_instance_attribute(
+        InstanceId=instance, BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"DeleteOnTermination": True}}]
+    )
+    attached = volumes_of(east, instance)
+    assert sorted(attached) == ["/dev/sda1", "/dev/sdf"] and all(delete for _, delete in attached.values())
+    root = attached["/dev/sda1"][0]
+    east.create_tags(Resources=[root], Tags=[{"Key": "resoto:protected", "Value": "true"}])
+    aws = collector(moto_url, tmp_path)
+    batch = await collect(aws)
+    nodes = by_id(batch)
+    assert nodes[root].metadata.get("protected") is True
+
+    await aws.delete(merged(batch, nodes[instance]))
+    state = east.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]
+    assert state.get("Name") == "terminated"
+    left = {v["VolumeId"]: v.get("State") for v in east.describe_volumes()["Volumes"] if v["VolumeId"] in (root, data)}
+    assert left == {root: "available", data: "available"}
+
+    await aws.delete(merged(batch, nodes[data]))  # the data volume was marked for cleanup as well
+    assert [v["VolumeId"] for v in east.describe_volumes()["Volumes"] if v["VolumeId"] in (root, data)] == [root]
+
+
+async def test_instance_stays_when_its_volumes_cannot_be_kept(
+    moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    east = ec2(moto_url, "us-east-1")
+    instance = run_instance(east)
+    aws = collector(moto_url, tmp_path)
+    nodes = by_id(batch := await collect(aws))
+    make_client = AwsAccount.ec2
+
+    def client(self: AwsAccount, region: str) -> EC2Client:
+        made = make_client(self, region)
+        made.meta.events.register("before-parameter-build.ec2.ModifyInstanceAttribute", undone)
+        return made
+
+    monkeypatch.setattr(AwsAccount, "ec2", client)
+    monkeypatch.setattr(aws_delete, "KEEP_CHECK_DELAY", 0.0)
+    with pytest.raises(AwsError, match=rf"instance {instance} not terminated: its volumes vol-.* would still be"):
+        await aws.delete(merged(batch, nodes[instance]))
+    state = east.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]
+    assert state.get("Name") == "running"
+    assert all(delete for _, delete in volumes_of(east, instance).values())
+
+
+def undone(params: dict[str, Any], **_: Any) -> None:
+    """A botocore before-parameter-build hook: the call sets DeleteOnTermination back on instead of off."""
+    for mapping in params.get("BlockDeviceMappings", []):
+        mapping["Ebs"]["DeleteOnTermination"] = True
 
 
 async def test_refuses_protected_and_unknown_nodes(moto_url: str, cloud: Cloud, tmp_path: Path) -> None:

@@ -42,6 +42,17 @@ class Resources:
         self.instance = run_instance(east, tags=PAST, groups=[self.group])
         self.attached = volume(east, PAST)
         east.attach_volume(VolumeId=self.attached, InstanceId=self.instance, Device="/dev/sdf")
+        # AWS would delete both volumes with the instance: the expired one must go, the protected root stay
+        east.modify_instance_attribute(
+            InstanceId=self.instance,
+            BlockDeviceMappings=[{"DeviceName": "/dev/sdf", "Ebs": {"DeleteOnTermination": True}}],
+        )
+        mappings = east.describe_instances(InstanceIds=[self.instance])["Reservations"][0]["Instances"][0].get(
+            "BlockDeviceMappings", []
+        )
+        assert all(m.get("Ebs", {}).get("DeleteOnTermination") for m in mappings) and len(mappings) == 2
+        root = next(m["Ebs"]["VolumeId"] for m in mappings if m.get("DeviceName") == "/dev/sda1")
+        east.create_tags(Resources=[root], Tags=[{"Key": k, "Value": v} for k, v in PROTECTED.items()])
         kept_volume = volume(east)
         snapshot = east.create_snapshot(VolumeId=kept_volume, TagSpecifications=tag_spec("snapshot", PAST))
         protected_snapshot = east.create_snapshot(
@@ -57,7 +68,7 @@ class Resources:
         }  # fmt: skip
         self.kept = {
             run_instance(east, tags=PROTECTED), run_instance(east, tags=FUTURE), run_instance(east),
-            kept_volume, volume(east, PROTECTED), volume(east, FUTURE), protected_snapshot["SnapshotId"],
+            kept_volume, root, volume(east, PROTECTED), volume(east, FUTURE), protected_snapshot["SnapshotId"],
             create_bucket(url, "protected-logs", objects=1, tags=PROTECTED), create_bucket(url, "kept"),
         }  # fmt: skip
         self.kept |= {g["GroupId"] for g in east.describe_security_groups()["SecurityGroups"]} - self.doomed
