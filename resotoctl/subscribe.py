@@ -1,8 +1,9 @@
 """``resotoctl subscribe``: run a command for every action of the given types and answer it.
 
-Registration happens first, with one request per action type, so a wrong URI, a refused key or a bad
-name fails at once; then the library's ``ActionSubscriber`` keeps the channel (and reconnects), and an
-``ActionRunner`` handles the actions one at a time.
+Registration happens first, in one request that makes the given action types the subscriber's whole
+set (those of an earlier run under the same id are removed), so a wrong URI, a refused key or a bad name
+fails at once and changes nothing; then the library's ``ActionSubscriber`` keeps the channel (and
+reconnects), and an ``ActionRunner`` handles the actions one at a time.
 
 The core is told to wait ``--timeout`` plus the kill grace plus a margin, so the answer "timed out"
 arrives before the core gives up. SIGINT or SIGTERM: the running command's group is stopped, its action
@@ -12,7 +13,6 @@ answered "interrupted", every subscription removed; the exit code is 130 (SIGINT
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,17 +34,8 @@ COMMAND = "command"
 
 
 async def register(client: CoreClient, subscriber_id: str, subscriptions: Sequence[Subscription]) -> None:
-    """Add every subscription, or none: on a failure the ones added are removed again."""
-    added: list[Subscription] = []
-    try:
-        for s in subscriptions:
-            await client.add_subscription(subscriber_id, s.message_type, s.timeout, s.wait_for_completion)
-            added.append(s)
-    except CoreError:
-        for s in added:
-            with contextlib.suppress(CoreError):
-                await client.remove_subscription(subscriber_id, s.message_type)
-        raise
+    """Make these the subscriber's subscriptions, all or none: a refused list changes nothing."""
+    await client.set_subscriptions(subscriber_id, subscriptions)
 
 
 async def serve(ctl: Ctl, options: SubscribeOptions) -> int:

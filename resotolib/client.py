@@ -39,13 +39,14 @@ from resotolib.graph import (
     NodePatch,
     SearchRequest,
 )
-from resotolib.protocol import Event, Message, ProtocolError, Subscriber, parse_message, serialize
+from resotolib.protocol import Event, Message, ProtocolError, Subscriber, Subscription, parse_message, serialize
 
 log = structlog.get_logger(__name__)
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 """What aiohttp raises when the core cannot be reached or the connection breaks."""
 
+JSON = "application/json"
 NDJSON = "application/x-ndjson"
 CHUNK_SIZE = 64 * 1024
 MAX_LINE = 64 * 1024 * 1024
@@ -147,6 +148,16 @@ class CoreClient:
 
     async def remove_subscription(self, sid: str, message_type: str) -> Subscriber:
         async with self._request("DELETE", ("subscriber", sid, message_type)) as response:
+            return await _read(response, Subscriber)
+
+    async def set_subscriptions(self, sid: str, subscriptions: Sequence[Subscription]) -> Subscriber:
+        """Make ``subscriptions`` the subscriber's whole set, in one request: every other one is removed.
+
+        The core stops waiting for this subscriber on the message types removed. Nothing changes when the
+        core refuses the list (CoreError 400: a bad name or timeout, too many subscriptions).
+        """
+        body = _adapter(list[Subscription]).dump_json(list(subscriptions))
+        async with self._request("PUT", ("subscriber", sid), data=body, content_type=JSON) as response:
             return await _read(response, Subscriber)
 
     async def subscriber(self, sid: str) -> Subscriber | None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 EdgeType = Literal["default", "delete"]
 DEFAULT_GRAPH = "resoto"
+GRAPH_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+"""What the core accepts as a graph name (``/graph/{graph}``); anything else is answered 400."""
 ROOT_ID = "root"
 FIELD_PATH = re.compile(r"^(reported|metadata|desired)(\.[A-Za-z0-9_:\-]+)+$")
 SHORTCUTS = ("id", "kind", "cloud", "account", "region", "name", "ctime", "expires")
@@ -32,6 +34,17 @@ def node_id(kind: str, cloud: str, account: str, region: str, provider_id: str) 
     """The stable id of a resource: the same resource always gets the same id, across runs and workers."""
     key = "\x1f".join((kind, cloud, account, region, provider_id))
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def check_graph_name(name: str) -> str:
+    """``name`` when the core accepts it as a graph name, else ValueError saying what a name may hold."""
+    if not GRAPH_NAME.fullmatch(name):
+        raise ValueError(f"invalid graph name {name!r}: use 1-64 letters, digits, _ and -")
+    return name
+
+
+GraphName = Annotated[str, AfterValidator(check_graph_name)]
+"""A settings field holding a graph name: a bad name is refused when the settings are read."""
 
 
 class Node(BaseModel):

@@ -1,9 +1,12 @@
 """The action channel of one subscriber: receive actions, answer them, and outlive the core going away.
 
 ``ActionSubscriber`` keeps one websocket to ``/subscriber/{id}/handle`` open in a background task.
-Before every (re)connect it registers all its subscriptions again, so a core that lost them (restart,
-expiry) knows it once more. On any failure it waits a capped exponential backoff with full jitter
-and tries again; the iteration over actions never fails because the core went away.
+Before every (re)connect it registers its subscriptions again as the whole set of its id (one
+``PUT /subscriber/{id}``), so a core that lost them (restart, expiry) knows them once more, and
+subscriptions an earlier run under the same id had but this one does not are removed: the core stops
+sending those actions and stops waiting for this subscriber on them. On any failure it waits a capped
+exponential backoff with full jitter and tries again; the iteration over actions never fails because
+the core went away.
 
 The core re-sends every pending action on connect. An action whose (task, step) is still being
 handled here is not yielded again; one that was answered gets the stored answer sent again instead.
@@ -297,14 +300,12 @@ class ActionSubscriber:
                 self._connected.clear()
 
     async def _register(self) -> bool:
-        """Add every subscription again (the core may have lost them); False once unsubscribed."""
+        """Make the core's subscriptions of this id exactly ours (it may have lost them, or hold those of an
+        earlier run with other message types); False once unsubscribed."""
         async with self._registration:
             if not self._subscribed:
                 return False
-            for s in self.subscriptions:
-                await self._client.add_subscription(
-                    self.subscriber_id, s.message_type, s.timeout, s.wait_for_completion
-                )
+            await self._client.set_subscriptions(self.subscriber_id, self.subscriptions)
             return True
 
     def _connected_to(self, ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath
 
-from resotolib.graph import DEFAULT_GRAPH
+from resotolib.graph import DEFAULT_GRAPH, GraphName
 from resotolib.protocol import Subscription
 
 MESSAGE_TYPE = "generate_metrics"
@@ -33,7 +33,7 @@ class MetricsConfig(BaseModel):
         "metrics and replaces those of the same name, with 'extend: false' it replaces them all. "
         "Not set: the built-in metrics only.",
     )
-    graph: str = Field(DEFAULT_GRAPH, min_length=1, description="Name of the graph in the core.")
+    graph: GraphName = Field(DEFAULT_GRAPH, description="Name of the graph in the core: 1-64 letters, digits, _ and -.")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="Log lines as JSON, for humans, or JSON unless on a terminal."
     )

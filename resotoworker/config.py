@@ -8,7 +8,7 @@ from typing import Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field
 
-from resotolib.graph import DEFAULT_GRAPH
+from resotolib.graph import DEFAULT_GRAPH, GraphName
 from resotolib.protocol import Subscription
 
 
@@ -39,7 +39,7 @@ class WorkerConfig(BaseModel):
         10800, ge=1, description="Seconds the core waits for an answer; also the time limit of each collector."
     )
     data_dir: Path = Field(default_factory=default_data_dir, description="Directory for the collectors' state.")
-    graph: str = Field(DEFAULT_GRAPH, min_length=1, description="Name of the graph in the core.")
+    graph: GraphName = Field(DEFAULT_GRAPH, description="Name of the graph in the core: 1-64 letters, digits, _ and -.")
     parallel_deletes: int = Field(10, ge=1, description="Resources deleted at the same time during cleanup.")
     example_accounts: int = Field(2, ge=1, description="Example cloud: number of accounts.")
     example_regions: int = Field(2, ge=1, description="Example cloud: regions per account.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -16,11 +15,10 @@ from resotocore.core import CORE
 from resotocore.db.graph_store import GraphStore, MergeError
 from resotocore.db.store import StoreError
 from resotocore.web.errors import ClientError, NotFound
-from resotolib.graph import AggregateRequest, AggregateRow, CleanRequest, NodePatch, SearchRequest
+from resotolib.graph import AggregateRequest, AggregateRow, CleanRequest, NodePatch, SearchRequest, check_graph_name
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
-GRAPH_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 READ_CHUNK = 1 << 16
 _aggregate_rows = TypeAdapter(list[AggregateRow])  # JSON without NaN or Infinity: those become null
 Query = TypeVar("Query", SearchRequest, AggregateRequest, CleanRequest)
@@ -32,10 +30,10 @@ def _graphs(request: web.Request) -> GraphStore:
 
 
 def _name(request: web.Request) -> str:
-    name = request.match_info["graph"]
-    if not GRAPH_NAME.match(name):
-        raise ClientError(f"invalid graph name {name!r}: use 1-64 letters, digits, _ and -")
-    return name
+    try:
+        return check_graph_name(request.match_info["graph"])
+    except ValueError as e:
+        raise ClientError(str(e)) from None
 
 
 def _parse(model: type[Query], body: bytes) -> Query:

@@ -23,10 +23,10 @@ from pydantic.json_schema import JsonSchemaMode
 from resotocore.bus.subscribers import MAX_TIMEOUT_SECONDS, NAME_PATTERN
 from resotocore.web.api import MAX_PAGE
 from resotocore.web.auth import OPEN_PATHS, VERIFIER
-from resotocore.web.graph_api import GRAPH_NAME
 from resotocore.workflow.machine import Outcome, RunStatus
 from resotocore.workflow.model import Workflow
 from resotolib.graph import (
+    GRAPH_NAME,
     AggregateRequest,
     AggregateRow,
     CleanRequest,

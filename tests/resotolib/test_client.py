@@ -56,6 +56,21 @@ async def test_subscriptions_are_added_listed_and_removed(core: CoreClient) -> N
     assert await core.delete_subscriber("w1") is None
 
 
+async def test_set_subscriptions_makes_the_list_the_whole_set_or_changes_nothing(core: CoreClient) -> None:
+    await core.add_subscription("w1", "collect")
+    await core.add_subscription("w1", "cleanup")
+    wanted = [Subscription(message_type="collect", timeout=30), Subscription(message_type="post_collect")]
+    replaced = await core.set_subscriptions("w1", wanted)
+    assert replaced.subscriptions == {s.message_type: s for s in wanted}
+    assert await core.subscriber("w1") == replaced
+    with pytest.raises(CoreError) as refused:
+        await core.set_subscriptions("w1", [Subscription(message_type="collect"), Subscription(message_type="a b")])
+    assert refused.value.status == 400 and "a b" in refused.value.message
+    assert await core.subscriber("w1") == replaced
+    assert (await core.set_subscriptions("w1", [])).subscriptions == {}
+    assert await core.subscriber("w1") is None
+
+
 # ---- workflows and tasks ----------------------------------------------------------------------------
 
 

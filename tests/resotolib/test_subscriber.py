@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import TypeAdapter
 from structlog.testing import capture_logs
 
 from resotocore.app import create_app
@@ -195,6 +196,41 @@ async def test_unsubscribe_removes_the_subscriptions_and_stops_reconnecting(
         assert subscriber.stats.connections == 1
 
 
+async def test_registering_again_leaves_the_core_only_this_subscribers_subscriptions(
+    core_client: CoreClientFactory, session: aiohttp.ClientSession
+) -> None:
+    client = await core_client()
+    url = str(client.server.make_url(""))
+    core = CoreClient(url, session=session)
+    async with fast(url, session, [Subscription(message_type="a"), Subscription(message_type="b")]) as earlier:
+        await earlier.wait_connected()
+    registered = await core.subscriber("w")
+    assert registered is not None and set(registered.subscriptions) == {"a", "b"}
+    only_a = Subscription(message_type="a", timeout=45, wait_for_completion=False)
+    async with fast(url, session, [only_a]) as later:  # the same id, run again with fewer message types
+        await later.wait_connected()
+        assert await core.subscriber("w") == Subscriber(id=SubscriberId("w"), subscriptions={"a": only_a})
+        assert await core.subscribers() == [Subscriber(id=SubscriberId("w"), subscriptions={"a": only_a})]
+
+
+async def test_a_run_waiting_for_a_message_type_this_subscriber_dropped_moves_on(
+    core_client: CoreClientFactory, session: aiohttp.ClientSession
+) -> None:
+    client = await core_client()
+    url = str(client.server.make_url(""))
+    core = CoreClient(url, session=session)
+    async with fast(url, session) as earlier:  # collect and post_collect
+        actions = aiter(earlier)
+        await earlier.wait_connected()
+        task_id = (await core.run_workflow("collect"))["task_id"]
+        assert (await next_action(actions)).message_type == "collect"  # never answered
+    async with fast(url, session, [Subscription(message_type="post_collect")]) as later:
+        following = await next_action(aiter(later))  # collect no longer waits for "w": the run went on
+        assert (following.message_type, following.data.task) == ("post_collect", task_id)
+    collect_step = next(s for s in (await core.task(task_id))["steps"] if s["name"] == "collect")
+    assert collect_step["subscribers"]["w"]["outcome"] == "gone"
+
+
 async def test_an_unreachable_core_is_retried_with_warnings_and_the_iteration_survives(
     session: aiohttp.ClientSession,
 ) -> None:
@@ -228,15 +264,15 @@ class ScriptedCore:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post("/subscriber/{id}/{message_type}", self.subscribe)
+        app.router.add_put("/subscriber/{id}", self.subscribe)
         app.router.add_get("/subscriber/{id}/handle", self.handle)
         return app
 
     async def subscribe(self, request: web.Request) -> web.Response:
-        message_type = request.match_info["message_type"]
+        subscriptions = TypeAdapter(list[Subscription]).validate_json(await request.read())
         subscriber = Subscriber(
             id=SubscriberId(request.match_info["id"]),
-            subscriptions={message_type: Subscription(message_type=message_type)},
+            subscriptions={s.message_type: s for s in subscriptions},
         )
         return web.json_response(text=subscriber.model_dump_json())
 

@@ -98,6 +98,26 @@ def test_bad_values_name_the_flag() -> None:
     assert "--timeout" in result.output
 
 
+@pytest.mark.parametrize("name", ["my graph", "", "a" * 65, "a/b", "gräph", "g\n"])
+def test_a_graph_name_the_core_refuses_is_a_usage_error(name: str) -> None:
+    result = CliRunner().invoke(parse, ["--graph", name])
+    assert result.exit_code == 2
+    assert "--graph: invalid graph name" in result.output and "1-64 letters, digits, _ and -" in result.output
+
+
+def test_every_graph_name_the_core_takes_is_accepted() -> None:
+    for name in ("resoto", "my-graph_2", "a" * 64):
+        assert config_of("--graph", name).graph == name
+    assert config_of(env={"RESOTOWORKER_GRAPH": "from-env"}).graph == "from-env"
+
+
+def test_a_bad_graph_name_stops_the_worker_before_it_starts(tmp_path: Path) -> None:
+    args = ["--graph", "my graph", "--data-dir", str(tmp_path), "--resotocore-uri", "http://127.0.0.1:9"]
+    result = subprocess.run([sys.executable, "-m", "resotoworker", *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "--graph: invalid graph name 'my graph'" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_help_of_the_installed_command() -> None:
     script = Path(sys.executable).parent / "resotoworker"
     assert script.exists(), "the resotoworker console script is not installed: pip install -e ."

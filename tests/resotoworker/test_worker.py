@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from resotolib.graph import CleanRequest
-from resotolib.protocol import Action, ActionData, TaskId
+from resotolib.protocol import Action, ActionData, SubscriberId, TaskId
 from resotoworker.config import WorkerConfig
 from resotoworker.handler import ActionFailed, Handler, Reporter
 from resotoworker.worker import Dispatcher, Worker, serve
 from tests.resotoworker.support import FakeCollector, FakeGraph, RecordingReporter
-from tests.support import CoreClientFactory
+from tests.support import CoreClientFactory, core_of, until
 
 
 class FakeChannel:
@@ -170,3 +170,29 @@ async def test_serve_subscribes_per_flags_and_stops_on_request(core_client: Core
     stop.set()
     async with asyncio.timeout(5):
         await serving
+
+
+async def test_serve_without_cleanup_flags_drops_the_cleanup_subscriptions_of_an_earlier_run(
+    core_client: CoreClientFactory, tmp_path: Path
+) -> None:
+    client = await core_client()
+    registry = core_of(client).registry
+    url = str(client.make_url("")).rstrip("/")
+    sid = SubscriberId("resoto.worker")
+    runs = [
+        (
+            WorkerConfig(resotocore_uri=url, data_dir=tmp_path, cleanup=True, cleanup_expired=True),
+            {"collect", "cleanup_plan", "cleanup"},
+        ),
+        (WorkerConfig(resotocore_uri=url, data_dir=tmp_path), {"collect"}),  # restarted without the cleanup flags
+    ]
+    for config, expected in runs:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(serve(config, stop))
+        await until(lambda: registry.is_connected(sid))  # the worker registers before it connects
+        subscriber = registry.get(sid)
+        assert subscriber is not None and set(subscriber.subscriptions) == expected
+        stop.set()
+        async with asyncio.timeout(5):
+            await serving
+        await until(lambda: not registry.is_connected(sid))
