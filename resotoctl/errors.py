@@ -1,7 +1,8 @@
 """The single error boundary of every command: one readable line on stderr and an exit code.
 
 Exit codes: 0 ok; 1 the core refused the request (404, 409, ...) or a run failed; 2 usage error;
-3 the core is unreachable; 4 the core refused access (401, 403); 130 / 143 stopped by SIGINT / SIGTERM.
+3 the core is unreachable; 4 the core refused access (401, 403); 130 / 143 / 129 stopped by SIGINT /
+SIGTERM / SIGHUP (128 + the signal's number).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ EXIT_UNREACHABLE = 3
 EXIT_UNAUTHORIZED = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+EXIT_SIGHUP = 129
 
 
 class CtlError(Exception):

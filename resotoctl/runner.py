@@ -16,15 +16,15 @@ import math
 import os
 import signal
 import time
-from collections.abc import AsyncIterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import structlog
 
 from resotoctl.child import DRAIN_SECONDS, error_text, run_child
-from resotoctl.errors import EXIT_SIGINT, EXIT_SIGTERM
 from resotoctl.limits import OutputBudget
+from resotoctl.signals import exit_code, stop_signals
 from resotolib.protocol import Action, Subscription, serialize
 
 log = structlog.get_logger(__name__)
@@ -77,7 +77,7 @@ class Answers(Protocol):
 
 
 class Stop:
-    """Set by the first SIGINT or SIGTERM; remembers which one for the exit code."""
+    """Set by the first SIGINT, SIGTERM or SIGHUP; remembers which one for the exit code."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
@@ -95,18 +95,12 @@ class Stop:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_SIGTERM if self.signal is signal.SIGTERM else EXIT_SIGINT
+        return exit_code(self.signal or signal.SIGINT)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self, sig)
-        try:
+        with stop_signals(self):
             yield
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
 
 
 class ActionRunner:
@@ -120,11 +114,34 @@ class ActionRunner:
         self.busy = False
 
     async def consume(self, actions: AsyncIterable[Action]) -> None:
-        """Handle actions until stopped; an action taken after the stop is left to the unsubscribe."""
-        async for action in actions:
-            if self.stop.event.is_set():
+        """Handle actions until stopped or until they end. The stop ends the wait for the next action at
+        once, and is seen right after the action it interrupted; an action taken after the stop is left
+        to the unsubscribe."""
+        iterator = aiter(actions)
+        while not self.stop.event.is_set():
+            action = await self._next(iterator)
+            if action is None:
                 return
             await self.handle(action)
+
+    async def _next(self, iterator: AsyncIterator[Action]) -> Action | None:
+        """The next action; None when the actions end or the stop comes first."""
+
+        async def take() -> Action | None:
+            return await anext(iterator, None)
+
+        loop = asyncio.get_running_loop()
+        taken = loop.create_task(take(), name="next-action")
+        stopped = loop.create_task(self.stop.event.wait(), name="wait-for-stop")
+        try:
+            await asyncio.wait({taken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (taken, stopped):
+                task.cancel()
+            await asyncio.gather(taken, stopped, return_exceptions=True)
+        if self.stop.event.is_set() or taken.cancelled():
+            return None
+        return taken.result()
 
     async def handle(self, action: Action) -> None:
         self.busy = True

@@ -8,10 +8,12 @@ DATA_DIR/logs/NAME.log. What runs is decided in ``stack_plan``; ``stack_procs`` 
 processes, ``stack_probe`` asks the core, ``stack_view`` prints.
 
 Ctrl-C (SIGINT) or SIGTERM stops the processes in reverse order (exporter, worker, core): SIGTERM, a wait
-of ``--stop-timeout`` seconds, SIGKILL; the exit code is then 0. A process that ends by itself is never
+of ``--stop-timeout`` seconds, SIGKILL; the exit code is then 0. SIGHUP (the terminal went away) stops them
+the same way and exits 129, so they never outlive the stack. A process that ends by itself is never
 restarted: it is reported (name, exit code, the last lines of its log), the others are stopped the same
 way, and the exit code is 1. The same holds while starting up, and for a core that is not ready or
-processes that do not subscribe within ``--ready-timeout`` seconds.
+processes that do not subscribe within ``--ready-timeout`` seconds; a port of the stack that is taken
+stops it before anything starts.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ import click
 import structlog
 
 from resotoctl.config import Ctl
-from resotoctl.errors import EXIT_FAILED, EXIT_OK, CtlError, describe, execute
+from resotoctl.errors import EXIT_FAILED, EXIT_OK, EXIT_SIGHUP, CtlError, describe, execute
 from resotoctl.output import Output
+from resotoctl.signals import stop_signals
 from resotoctl.stack_plan import ENV_PREFIX, ProcessSpec, StackConfig, describe_exit, plan, stop_order
-from resotoctl.stack_probe import Probe
+from resotoctl.stack_probe import Probe, check_ports
 from resotoctl.stack_procs import Child, spawn, stop
 from resotoctl.stack_view import StackView
 from resotolib.client import CoreError
@@ -46,7 +49,7 @@ DEATH_NOTICE_SECONDS = 0.5
 
 
 class StopRequested(Exception):
-    """SIGINT or SIGTERM arrived: stop everything, exit 0."""
+    """SIGINT, SIGTERM or SIGHUP arrived: stop everything."""
 
 
 class ChildDied(Exception):
@@ -65,6 +68,7 @@ class Supervisor:
         self.view = view
         self.children: list[Child] = []
         self.stop_reason = ""
+        self.stop_signal: signal.Signals | None = None
         self.died: Child | None = None
         self.hurry = asyncio.Event()
         self._changed = asyncio.Event()
@@ -72,14 +76,20 @@ class Supervisor:
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, sig: signal.Signals) -> None:
         """The first signal stops the stack; a signal while it stops cuts the stop timeouts short."""
         if self.stop_reason or self._stopping:
             self.hurry.set()
             return
-        log.info("stop_requested", reason=reason)
-        self.stop_reason = reason
+        log.info("stop_requested", reason=sig.name)
+        self.stop_signal = sig
+        self.stop_reason = sig.name
         self._changed.set()
+
+    @property
+    def stop_exit_code(self) -> int:
+        """0 after Ctrl-C or SIGTERM, the asked-for ways to end the stack; 129 after SIGHUP."""
+        return EXIT_SIGHUP if self.stop_signal is signal.SIGHUP else EXIT_OK
 
     async def start(self, spec: ProcessSpec) -> Child:
         self._raise_if_changed()
@@ -148,8 +158,9 @@ class Supervisor:
 async def bring_up(config: StackConfig, supervisor: Supervisor, probe: Probe) -> None:
     """Start the processes, the first run, and print where to look; then wait for a stop or a death."""
     core, *clients = plan(config, sys.executable)
-    await supervisor.start(core)
-    await supervisor.guard(probe.wait_ready())
+    check_ports(config)
+    started = await supervisor.start(core)
+    await supervisor.guard(probe.wait_ready(lambda: started.returncode is None))
     for spec in clients:
         await supervisor.start(spec)
     await supervisor.guard(probe.wait_subscribed())
@@ -159,31 +170,29 @@ async def bring_up(config: StackConfig, supervisor: Supervisor, probe: Probe) ->
 
 
 async def run_stack(config: StackConfig, view: StackView) -> int:
-    """The stack from start to stop; exit code 0 after a requested stop, CtlError (exit 1) otherwise."""
+    """The stack from start to stop; exit code 0 after Ctrl-C or SIGTERM (129 after SIGHUP), CtlError (exit 1)
+    otherwise."""
     supervisor = Supervisor(config, view)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, supervisor.request_stop, sig.name)
     failure: CtlError | None = None
-    try:
-        async with aiohttp.ClientSession() as session:
-            await bring_up(config, supervisor, Probe(session, config))
-    except StopRequested:
-        pass
-    except ChildDied as e:
-        view.died(e.child, e.child.log_tail(TAIL_LINES))
-        how = describe_exit(e.child.returncode or 0)
-        failure = CtlError(f"{e.child.name} died ({how}); the stack stopped. Its log: {e.child.spec.log_file}")
-    except CtlError as e:
-        failure = e
-    except CoreError as e:
-        failure = describe(e)
-    finally:
-        reason = supervisor.stop_reason or (f"{supervisor.died.name} died" if supervisor.died else "the stack failed")
-        await supervisor.stop_all(reason)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    code = EXIT_FAILED if failure else EXIT_OK
+    with stop_signals(supervisor.request_stop):
+        try:
+            async with aiohttp.ClientSession() as session:
+                await bring_up(config, supervisor, Probe(session, config))
+        except StopRequested:
+            pass
+        except ChildDied as e:
+            view.died(e.child, e.child.log_tail(TAIL_LINES))
+            how = describe_exit(e.child.returncode or 0)
+            failure = CtlError(f"{e.child.name} died ({how}); the stack stopped. Its log: {e.child.spec.log_file}")
+        except CtlError as e:
+            failure = e
+        except CoreError as e:
+            failure = describe(e)
+        finally:
+            died = supervisor.died
+            reason = supervisor.stop_reason or (f"{died.name} died" if died else "the stack failed")
+            await supervisor.stop_all(reason)
+    code = EXIT_FAILED if failure else supervisor.stop_exit_code
     view.done(code)
     if failure:
         raise failure
@@ -198,8 +207,9 @@ def stack(ctl: Ctl, /, **values: Any) -> None:
 
     Starts the three processes, runs collect_and_cleanup once as soon as the worker and the exporter
     have subscribed (then hourly, on the core's schedule), and prints where to look. Logs go to
-    DATA_DIR/logs. Ctrl-C or SIGTERM stops every process (exporter, worker, core) and exits 0. A process
-    that dies is reported with the end of its log, the others are stopped, and the exit code is 1.
+    DATA_DIR/logs. Ctrl-C or SIGTERM stops every process (exporter, worker, core) and exits 0; SIGHUP (the
+    terminal closed) stops them too and exits 129. A process that dies is reported with the end of its
+    log, the others are stopped, and the exit code is 1; so is a port that is taken, before anything starts.
     The processes also read their own variables (RESOTOCORE_SCHEDULE, RESOTOWORKER_EXAMPLE_SEED, ...);
     --psk (or the global --psk) is given to all three through their environment.
 

@@ -6,8 +6,8 @@ fails at once and changes nothing; then the library's ``ActionSubscriber`` keeps
 reconnects), and an ``ActionRunner`` handles the actions one at a time.
 
 The core is told to wait ``--timeout`` plus the kill grace plus a margin, so the answer "timed out"
-arrives before the core gives up. SIGINT or SIGTERM: the running command's group is stopped, its action
-answered "interrupted", every subscription removed; the exit code is 130 (SIGINT) or 143 (SIGTERM).
+arrives before the core gives up. SIGINT, SIGTERM or SIGHUP: the running command's group is stopped, its
+action answered "interrupted", every subscription removed; the exit code is 130, 143 or 129.
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def subscribe(ctx: click.Context, /, **values: Any) -> None:
     The command gets the action as JSON on stdin and RESOTO_TASK_ID, RESOTO_STEP, RESOTO_ACTION,
     RESOTO_SUBSCRIBER_ID, RESOTOCTL_RESOTOCORE_URI in its environment. Exit code 0 answers done; any
     other answers an error with the last lines of its stderr, which the run history shows. Its output
-    lines are sent as info messages. One action is handled at a time. Ctrl-C (or SIGTERM) stops the
-    running command, answers its action "interrupted", removes the subscriptions, exits 130 (143).
+    lines are sent as info messages. One action is handled at a time. Ctrl-C (SIGTERM, SIGHUP) stops the
+    running command, answers its action "interrupted", removes the subscriptions, exits 130 (143, 129).
 
     \b
     Examples:

@@ -5,13 +5,17 @@ and the rest are stopped, also while starting up. The pure parts are tested in t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +23,14 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resotoctl.stack_plan import ProcessSpec
+from resotoctl.errors import CtlError
+from resotoctl.stack_plan import ProcessSpec, StackConfig
+from resotoctl.stack_probe import Probe
 from resotoctl.stack_procs import spawn, stop
 from resotolib.client import CoreClient
 from resotoworker.collectors.example_cloud import generate_region, new_spec
 from tests.resotoctl.support import eventually, group_alive, until
-from tests.support import free_ports
+from tests.support import CoreProcess, free_ports
 
 ACCOUNTS, REGIONS, RESOURCES = 1, 2, 12
 WITHIN = 45.0
@@ -107,6 +113,13 @@ def assert_gone(pids: Sequence[int]) -> None:
     """Each process and anything in its group has exited (a zombie nobody reaped counts as exited)."""
     for pid in pids:
         assert not group_alive(pid), f"process group {pid} still runs: {group_alive(pid)}"
+
+
+def kill_groups(pids: Sequence[int]) -> None:
+    """After a stop that failed: the groups of these processes, perhaps left running, are killed."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def instances_generated() -> int:
@@ -195,18 +208,127 @@ async def test_a_process_that_dies_is_reported_and_the_others_are_stopped(
 
 
 async def test_a_core_that_cannot_start_is_reported(tmp_path: Path, stacks: list[StackProcess]) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        stack = await StackProcess(tmp_path / "data", core_port=taken.getsockname()[1]).start()
-        stacks.append(stack)
-        assert await stack.wait() == 1
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "core").write_text("a file where the core's data directory belongs")
+    stack = await StackProcess(tmp_path / "data").start()
+    stacks.append(stack)
+    assert await stack.wait() == 1
     died = stack.events("process_died")
     assert [(d["name"], d["returncode"]) for d in died] == [("resotocore", 1)]
     assert any("startup_failed" in line for line in died[0]["log_tail"]), died
     assert [e["name"] for e in stack.events("process_started")] == ["resotocore"]
     assert stack.events("stopped") == [{"event": "stopped", "exit_code": 1}]
     assert stack.stderr[-1].startswith("Error: resotocore died (exit code 1)")
+
+
+async def test_a_port_served_by_another_core_stops_the_stack_before_it_starts_anything(
+    tmp_path: Path, stacks: list[StackProcess], core_process: Callable[..., Awaitable[CoreProcess]]
+) -> None:
+    other = await core_process("--schedule", NEVER, data_dir=tmp_path / "other")
+    port = int(other.url.rsplit(":", 1)[1])
+    stack = await StackProcess(tmp_path / "data", core_port=port).start()
+    stacks.append(stack)
+    assert await stack.wait() == 1
+    assert stack.stderr[-1] == (
+        f"Error: port {port} on 127.0.0.1 is in use, needed for the core's API; choose another with --core-port"
+    ), stack.stderr
+    assert stack.events("process_started") == []
+    assert stack.events("stopped") == [{"event": "stopped", "exit_code": 1}]
+    async with CoreClient(other.url, request_timeout=10) as client:
+        assert await client.subscribers() == []
+        assert (await client.runs("collect_and_cleanup", limit=5))["runs"] == []
+
+
+async def test_a_taken_metrics_port_stops_the_stack_before_it_starts_anything(
+    tmp_path: Path, stacks: list[StackProcess]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = await StackProcess(tmp_path / "data", metrics_port=port).start()
+        stacks.append(stack)
+        assert await stack.wait() == 1
+    assert stack.stderr[-1] == (
+        f"Error: port {port} on 127.0.0.1 is in use, needed for the exporter's /metrics; "
+        "choose another with --metrics-port"
+    ), stack.stderr
+    assert stack.events("process_started") == []
+
+
+async def test_readiness_counts_only_while_the_stack_s_own_core_runs(
+    core_process: Callable[..., Awaitable[CoreProcess]],
+) -> None:
+    other = await core_process("--schedule", NEVER)
+    config = StackConfig(core_port=int(other.url.rsplit(":", 1)[1]), ready_timeout=1)
+    async with aiohttp.ClientSession() as session:
+        probe = Probe(session, config)
+        with pytest.raises(CtlError, match="the core was not ready within 1 s"):
+            await probe.wait_ready(lambda: False)  # the answer comes from a core that is not the stack's
+        await asyncio.wait_for(probe.wait_ready(lambda: True), 5)
+
+
+async def test_sighup_stops_every_process(tmp_path: Path, stacks: list[StackProcess]) -> None:
+    stack = await StackProcess(tmp_path / "data").start()
+    stacks.append(stack)
+    ready = await stack.event("ready")
+    pids = [p["pid"] for p in ready["processes"]]
+    try:
+        stack.signal(signal.SIGHUP)
+        assert await stack.wait() == 129, stack.stderr
+        stopped = stack.events("process_stopped")
+        assert [e["name"] for e in stopped] == ["resotometrics", "resotoworker", "resotocore"]
+        assert stack.events("stopping")[0]["reason"] == "SIGHUP"
+        assert stack.events("stopped") == [{"event": "stopped", "exit_code": 129}]
+        assert_gone(pids)
+    except BaseException:
+        kill_groups(pids)
+        raise
+
+
+def read_terminal(fd: int, until: bytes, within: float) -> bytes:
+    """What the other end of a terminal wrote, up to and including ``until``."""
+    seen = b""
+    deadline = time.monotonic() + within
+    while until not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{until!r} not written within {within}s: {seen!r}"
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 64 * 1024)
+            assert chunk, f"the terminal was closed: {seen!r}"
+            seen += chunk
+    return seen
+
+
+async def test_sighup_of_a_terminal_that_closed_stops_every_process(tmp_path: Path) -> None:
+    """Closing the terminal: writing to it fails from then on, which must not break off the stop."""
+    spec = StackProcess(tmp_path / "data")
+    terminal, its_end = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *spec.argv, env=spec.env, stdin=asyncio.subprocess.DEVNULL, stdout=its_end, stderr=its_end
+        )
+    finally:
+        os.close(its_end)
+    pids: list[int] = []
+    try:
+        written = await asyncio.to_thread(read_terminal, terminal, b'"event":"ready"', WITHIN)
+        pids += [int(pid) for pid in re.findall(rb'"event":"process_started","name":"\w+","pid":(\d+)', written)]
+        assert len(pids) == 3, written
+        os.close(terminal)
+        terminal = -1
+        proc.send_signal(signal.SIGHUP)
+        assert await asyncio.wait_for(proc.wait(), WITHIN) == 129
+        assert_gone(pids)
+    except BaseException:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+        kill_groups(pids)
+        raise
+    finally:
+        if terminal >= 0:
+            os.close(terminal)
 
 
 async def test_a_process_that_ignores_sigterm_is_killed_with_its_group(tmp_path: Path) -> None:

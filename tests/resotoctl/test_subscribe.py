@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from resotolib.client import CoreClient
 from tests.resotoctl.support import CtlProcess, eventually, group_alive, read_int, script, until
@@ -123,20 +126,25 @@ async def test_a_script_that_prints_a_lot(
     assert await stop(process, client) == 130
 
 
-async def test_ctrl_c_ends_the_running_script_and_unsubscribes(
-    core: CoreProcess, client: CoreClient, ctl_process: StartCtl, tmp_path: Path
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGHUP, 129)])
+async def test_a_stop_signal_ends_the_running_script_unsubscribes_and_exits_at_once(
+    core: CoreProcess, client: CoreClient, ctl_process: StartCtl, tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
     command = script(tmp_path, "slow.sh", f"echo $$ > {tmp_path}/pid\nsleep 60\n")
     process = await hook(ctl_process, core, client, command, "--timeout", "30", "--kill-grace", "1")
     started = await client.run_workflow("metrics")
     pgid = await eventually(lambda: read_int(tmp_path / "pid"))
     assert group_alive(pgid)
-    assert await stop(process, client) == 130
+    signalled = time.monotonic()
+    assert await stop(process, client, sig) == code
+    assert time.monotonic() - signalled < 1 + 1.5  # the kill grace, a second of output drain, a little more
     assert not group_alive(pgid)
     task = await client.task(started["task_id"])
     outcome = step(task)["subscribers"]["hook"]
     assert outcome["outcome"] in ("error", "gone"), outcome  # the answer and the unsubscribe race in the core
     if outcome["outcome"] == "error":
-        assert outcome["error"] == "interrupted (resotoctl got SIGINT)"
+        assert outcome["error"] == f"interrupted (resotoctl got {sig.name})"
     assert task["status"] == "failed"
-    assert any(entry.get("event") == "unsubscribed" for entry in process.log())
+    log = process.log()
+    assert any(entry.get("event") == "action_failed" for entry in log), log  # answered before unsubscribing
+    assert any(entry.get("event") == "unsubscribed" for entry in log)
