@@ -93,6 +93,14 @@ class CoreUnreachable(CoreError):
         return self.message
 
 
+def already_connected(error: CoreError) -> bool:
+    """The core refused a subscriber id because its action channel is connected already (429).
+
+    The core answers 429 to a flood of new tokens as well; that answer says so.
+    """
+    return error.status == 429 and "too many new tokens" not in error.message
+
+
 class CoreClient:
     """REST and event-stream client of one core. Pass a session to share it; otherwise one is created."""
 
@@ -152,14 +160,20 @@ class CoreClient:
         async with self._request("DELETE", ("subscriber", sid, message_type)) as response:
             return await _read(response, Subscriber)
 
-    async def set_subscriptions(self, sid: str, subscriptions: Sequence[Subscription]) -> Subscriber:
+    async def set_subscriptions(
+        self, sid: str, subscriptions: Sequence[Subscription], *, unless_connected: bool = False
+    ) -> Subscriber:
         """Make ``subscriptions`` the subscriber's whole set, in one request: every other one is removed.
 
         The core stops waiting for this subscriber on the message types removed. Nothing changes when the
-        core refuses the list (CoreError 400: a bad name or timeout, too many subscriptions).
+        core refuses the list (CoreError 400: a bad name or timeout, too many subscriptions), nor, with
+        ``unless_connected``, while the subscriber's action channel is connected (CoreError 429, see
+        ``already_connected``): another process with the same id runs.
         """
         body = _adapter(list[Subscription]).dump_json(list(subscriptions))
-        async with self._request("PUT", ("subscriber", sid), data=body, content_type=JSON) as response:
+        params = {"unless_connected": "true"} if unless_connected else None
+        path = ("subscriber", sid)
+        async with self._request("PUT", path, params=params, data=body, content_type=JSON) as response:
             return await _read(response, Subscriber)
 
     async def subscriber(self, sid: str) -> Subscriber | None:

@@ -110,9 +110,16 @@ class SubscriberRegistry:
             await self._notify(sid, frozenset({message_type}))
         return updated
 
-    async def replace(self, sid: SubscriberId, subscriptions: Iterable[Subscription], now: datetime) -> Subscriber:
+    async def replace(
+        self, sid: SubscriberId, subscriptions: Iterable[Subscription], now: datetime, *, unless_connected: bool = False
+    ) -> Subscriber:
+        """Make these the subscriber's whole set; with ``unless_connected``, AlreadyConnected (and nothing
+        changes) while its action channel is open, so a second process with the same id cannot take over
+        the subscriptions of the running one."""
         check_name("subscriber id", sid)
         async with self._lock:
+            if unless_connected and sid in self._connections:
+                raise AlreadyConnected(f"subscriber {sid} is already connected")
             existing = self._subscribers.get(sid) or Subscriber(id=sid)
             subs = {s.message_type: s for s in subscriptions}
             updated = await self._save(Subscriber(id=sid, subscriptions=subs), now)

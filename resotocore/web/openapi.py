@@ -287,7 +287,15 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "put", "/subscriber/{id}", "put_subscriber", "subscribers", "Replace every subscription of a subscriber",
-        {"200": SUBSCRIBER, "400": BAD, "413": TOO_LARGE}, parameters=(SUBSCRIBER_ID,),
+        {
+            "200": SUBSCRIBER, "400": BAD, "413": TOO_LARGE,
+            "429": _json(_ref("ErrorBody"), "with unless_connected: the subscriber is connected; nothing changed"),
+        },
+        parameters=(
+            SUBSCRIBER_ID,
+            _query("unless_connected", "`true`: refuse (429) while the subscriber's action channel is connected",
+                   {"type": "string", "examples": ["true"]}),
+        ),
         body=_body(JSON, _array(_ref("Subscription")), "the subscriptions; an empty list removes the subscriber"),
     ),
     Operation(
