@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from resotocore.bus.subscribers import MAX_TIMEOUT_SECONDS, NAME_PATTERN
+from resotocore.bus.subscribers import MAX_TIMEOUT_SECONDS
 from resotocore.web.api import MAX_PAGE
 from resotocore.web.auth import OPEN_PATHS, VERIFIER
 from resotocore.workflow.machine import Outcome, RunStatus
@@ -36,7 +36,15 @@ from resotolib.graph import (
     NodePatch,
     SearchRequest,
 )
-from resotolib.protocol import ActionProgressData, Message, Subscriber, SubscriberId, Subscription, TaskId
+from resotolib.protocol import (
+    NAME_PATTERN,
+    ActionProgressData,
+    Message,
+    Subscriber,
+    SubscriberId,
+    Subscription,
+    TaskId,
+)
 
 routes = web.RouteTableDef()
 

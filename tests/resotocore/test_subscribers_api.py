@@ -77,6 +77,8 @@ async def test_get_put_delete_subscriber_and_lists(core_client: CoreClientFactor
     ("path", "params", "reason"),
     [
         ("/subscriber/bad%20id/collect", {}, "invalid subscriber id"),
+        ("/subscriber/w%0A/collect", {}, "invalid subscriber id"),
+        ("/subscriber/s/collect%0A", {}, "invalid message type"),
         ("/subscriber/s/bad%20type", {}, "invalid message type"),
         ("/subscriber/s/collect", {"timeout": "soon"}, "invalid timeout"),
         ("/subscriber/s/collect", {"timeout": "0"}, "invalid timeout"),
