@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import ssl
 from collections.abc import Sequence
 
 import structlog
@@ -44,6 +43,7 @@ def create_app(
 
 async def serve(config: CoreConfig, stop: asyncio.Event | None = None) -> None:
     """Run the core until SIGINT/SIGTERM (or `stop` is set), then shut down cleanly."""
+    tls = config.ssl_context()  # before the store is opened: a bad certificate changes nothing
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,7 +53,6 @@ async def serve(config: CoreConfig, stop: asyncio.Event | None = None) -> None:
     )
     await runner.setup()
     try:
-        tls = _tls_context(config)
         site = web.TCPSite(runner, config.host, config.port, ssl_context=tls)
         await site.start()
         scheme = "https" if tls else "http"
@@ -66,11 +65,3 @@ async def serve(config: CoreConfig, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         log.info("stopped")
-
-
-def _tls_context(config: CoreConfig) -> ssl.SSLContext | None:
-    if config.tls_cert is None or config.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.tls_cert, config.tls_key)
-    return context

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from resotocore.scheduler.cron import validate_cron, validate_timezone
 
@@ -29,6 +30,58 @@ def validate_db(value: str) -> str:
     if scheme not in DB_SCHEMES or not rest.strip("/"):
         raise ValueError(f"use sqlite or arangodb://HOST:PORT, not {value!r}")
     return value
+
+
+class _EncryptedKey(Exception):
+    """The key file asks for a password: the core cannot ask for one."""
+
+
+def _no_password() -> bytes:
+    raise _EncryptedKey
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server context of this certificate (chain) and key; ssl.SSLError or OSError when they do not load."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key, password=_no_password)
+    return context
+
+
+def _readable(path: Path) -> Path:
+    try:
+        with path.open("rb"):
+            return path
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def validate_tls_cert(path: Path | None) -> Path | None:
+    """A readable file holding at least one PEM certificate."""
+    if path is None:
+        return None
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=_readable(path))
+    except ssl.SSLError:
+        raise ValueError(f"{path} holds no PEM certificate") from None
+    return path
+
+
+def validate_tls_key(path: Path | None, cert: Path | None) -> Path | None:
+    """A readable file holding the unencrypted PEM private key of ``cert`` (when ``cert`` is valid)."""
+    if path is None:
+        return None
+    _readable(path)
+    if cert is None:
+        return path
+    try:
+        tls_context(cert, path)
+    except _EncryptedKey:
+        raise ValueError(f"{path} holds an encrypted private key; give it unencrypted") from None
+    except ssl.SSLError as e:
+        if e.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"{path} is not the private key of the certificate in --tls-cert {cert}") from None
+        raise ValueError(f"{path} holds no PEM private key") from None
+    return path
 
 
 class CoreConfig(BaseModel):
@@ -66,8 +119,10 @@ class CoreConfig(BaseModel):
     psk: str | None = Field(
         None, description="Pre-shared key: every request must carry a JWT signed with it (see the README)."
     )
-    tls_cert: Path | None = Field(None, description="PEM certificate to serve HTTPS and WSS (with --tls-key).")
-    tls_key: Path | None = Field(None, description="PEM private key of --tls-cert.")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) to serve HTTPS and WSS (with --tls-key); checked at start-up."
+    )
+    tls_key: Path | None = Field(None, description="Unencrypted PEM private key of --tls-cert.")
     allow_insecure: bool = Field(
         False, description="Allow listening on a non-loopback address without --psk (anyone could send actions)."
     )
@@ -81,6 +136,12 @@ class CoreConfig(BaseModel):
     _check_schedule = field_validator("schedule")(classmethod(lambda cls, v: validate_cron(v)))
     _check_timezone = field_validator("timezone")(classmethod(lambda cls, v: validate_timezone(v)))
     _check_db = field_validator("db")(classmethod(lambda cls, v: validate_db(v)))
+    _check_tls_cert = field_validator("tls_cert")(classmethod(lambda cls, v: validate_tls_cert(v)))
+
+    @field_validator("tls_key")
+    @classmethod
+    def _check_tls_key(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return validate_tls_key(path, info.data.get("tls_cert"))  # absent when --tls-cert itself was refused
 
     @model_validator(mode="after")
     def _check_exposure(self) -> CoreConfig:
@@ -92,6 +153,12 @@ class CoreConfig(BaseModel):
                 "cleanup or start workflows; set --psk (recommended) or --allow-insecure"
             )
         return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context with --tls-cert and --tls-key (checked when the settings were read)."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return tls_context(self.tls_cert, self.tls_key)
 
     @property
     def database(self) -> Path:

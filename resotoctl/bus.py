@@ -53,7 +53,7 @@ def events(ctl: Ctl, show: tuple[str, ...]) -> None:
     """Print every message on the core's bus as one JSON line, as it happens, until stopped.
 
     Lines are flushed one by one, so the output can be piped. Ctrl-C ends it (exit 130); the end of the
-    stream (the core stopped) is an error (exit 1).
+    stream (the core stopped) is an error naming the core's close code and reason (exit 1).
 
     \b
     Examples:
@@ -65,8 +65,13 @@ def events(ctl: Ctl, show: tuple[str, ...]) -> None:
     async def main() -> None:
         out = Output(as_json=True)
         async with ctl.client() as client:
-            async for message in client.events(split_names(show) or None):
+            # A core with --psk accepts the event stream without a token and closes it only after waiting
+            # 10 s for an authorization frame; a request is refused at once (401).
+            await client.subscribers()
+            stream = client.events(split_names(show) or None)
+            async for message in stream:
                 out.line(serialize(message))
-        raise CtlError("the core closed the event stream", EXIT_FAILED)
+        reason = f": {stream.close_reason}" if stream.close_reason else ""
+        raise CtlError(f"the core closed the event stream (code {stream.close_code}{reason})", EXIT_FAILED)
 
     execute(main())

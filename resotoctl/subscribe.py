@@ -1,9 +1,10 @@
 """``resotoctl subscribe``: run a command for every action of the given types and answer it.
 
 Registration happens first, in one request that makes the given action types the subscriber's whole
-set (those of an earlier run under the same id are removed), so a wrong URI, a refused key or a bad name
-fails at once and changes nothing; then the library's ``ActionSubscriber`` keeps the channel (and
-reconnects), and an ``ActionRunner`` handles the actions one at a time.
+set (those of an earlier run under the same id are removed), so a wrong URI, a refused key, a bad name
+or an id connected already (another hook runs) fails at once and changes nothing; then the library's
+``ActionSubscriber`` keeps the channel (and reconnects), and an ``ActionRunner`` handles the actions one
+at a time.
 
 The core is told to wait ``--timeout`` plus the kill grace plus a margin, so the answer "timed out"
 arrives before the core gives up. SIGINT, SIGTERM or SIGHUP: the running command's group is stopped, its
@@ -22,7 +23,7 @@ import structlog
 from resotoctl.config import Ctl
 from resotoctl.errors import CtlError, execute
 from resotoctl.runner import ActionRunner, Stop, SubscribeOptions
-from resotolib.client import CoreClient, CoreError
+from resotolib.client import CoreClient, CoreError, already_connected
 from resotolib.protocol import Subscription
 from resotolib.subscriber import ActionSubscriber
 
@@ -34,8 +35,17 @@ COMMAND = "command"
 
 
 async def register(client: CoreClient, subscriber_id: str, subscriptions: Sequence[Subscription]) -> None:
-    """Make these the subscriber's subscriptions, all or none: a refused list changes nothing."""
-    await client.set_subscriptions(subscriber_id, subscriptions)
+    """Make these the subscriber's subscriptions, all or none: a refused list changes nothing.
+
+    An id that is connected already belongs to a running hook: its subscriptions stay as they are, and
+    this one fails (exit 1) instead of waiting for the channel (and removing them when it is stopped).
+    """
+    try:
+        await client.set_subscriptions(subscriber_id, subscriptions, unless_connected=True)
+    except CoreError as e:
+        if already_connected(e):
+            raise CtlError(f"subscriber id {subscriber_id!r} is already connected (another hook running?)") from None
+        raise
 
 
 async def serve(ctl: Ctl, options: SubscribeOptions) -> int:

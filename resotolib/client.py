@@ -52,6 +52,8 @@ CHUNK_SIZE = 64 * 1024
 MAX_LINE = 64 * 1024 * 1024
 MAX_FRAME = 4 * 1024 * 1024
 EVENTS_HEARTBEAT = 20.0
+AUTH_REASONS = ("authorization required", "unauthorized")
+"""How the core's close reason begins when it closes a websocket for want of a valid token."""
 RUN_ANSWERS = (202, 409)
 """POST /workflows/{id}/run: 202 queued and 409 skipped are answers, not failures."""
 
@@ -89,6 +91,14 @@ class CoreUnreachable(CoreError):
 
     def __str__(self) -> str:
         return self.message
+
+
+def already_connected(error: CoreError) -> bool:
+    """The core refused a subscriber id because its action channel is connected already (429).
+
+    The core answers 429 to a flood of new tokens as well; that answer says so.
+    """
+    return error.status == 429 and "too many new tokens" not in error.message
 
 
 class CoreClient:
@@ -150,14 +160,20 @@ class CoreClient:
         async with self._request("DELETE", ("subscriber", sid, message_type)) as response:
             return await _read(response, Subscriber)
 
-    async def set_subscriptions(self, sid: str, subscriptions: Sequence[Subscription]) -> Subscriber:
+    async def set_subscriptions(
+        self, sid: str, subscriptions: Sequence[Subscription], *, unless_connected: bool = False
+    ) -> Subscriber:
         """Make ``subscriptions`` the subscriber's whole set, in one request: every other one is removed.
 
         The core stops waiting for this subscriber on the message types removed. Nothing changes when the
-        core refuses the list (CoreError 400: a bad name or timeout, too many subscriptions).
+        core refuses the list (CoreError 400: a bad name or timeout, too many subscriptions), nor, with
+        ``unless_connected``, while the subscriber's action channel is connected (CoreError 429, see
+        ``already_connected``): another process with the same id runs.
         """
         body = _adapter(list[Subscription]).dump_json(list(subscriptions))
-        async with self._request("PUT", ("subscriber", sid), data=body, content_type=JSON) as response:
+        params = {"unless_connected": "true"} if unless_connected else None
+        path = ("subscriber", sid)
+        async with self._request("PUT", path, params=params, data=body, content_type=JSON) as response:
             return await _read(response, Subscriber)
 
     async def subscriber(self, sid: str) -> Subscriber | None:
@@ -220,21 +236,14 @@ class CoreClient:
             except TRANSPORT_ERRORS as e:
                 raise CoreUnreachable(self.url, _reason(e)) from e
 
-    async def events(self, show: Sequence[str] | None = None) -> AsyncGenerator[Message, None]:
-        """Every message on the bus (or those of the types in ``show``) until the core closes the stream."""
-        params = {"show": ",".join(show)} if show else None
-        async with self.websocket("events", params=params, heartbeat=EVENTS_HEARTBEAT) as ws:
-            async for frame in ws:
-                if frame.type is aiohttp.WSMsgType.ERROR:
-                    raise CoreUnreachable(self.url, f"event stream failed: {ws.exception()!r}")
-                if frame.type is not aiohttp.WSMsgType.TEXT:
-                    continue
-                try:
-                    message = parse_message(frame.data)
-                except ProtocolError as e:
-                    log.warning("frame_invalid", socket="events", error=str(e))
-                    continue
-                yield message
+    def events(self, show: Sequence[str] | None = None) -> EventStream:
+        """Every message on the bus (or those of the types in ``show``) until the core closes the stream.
+
+        ``async for message in client.events()``; afterwards the stream's ``close_code`` and ``close_reason``
+        tell why it ended. A core with ``--psk`` that closes the stream for want of a valid token raises
+        CoreError 401, as a request would.
+        """
+        return EventStream(self, show)
 
     @asynccontextmanager
     async def websocket(
@@ -363,6 +372,59 @@ class CoreClient:
                 yield response
         except TRANSPORT_ERRORS as e:
             raise CoreUnreachable(self.url, _reason(e)) from e
+
+
+class EventStream:
+    """The messages of the core's event stream, parsed as they arrive (see ``CoreClient.events``)."""
+
+    def __init__(self, client: CoreClient, show: Sequence[str] | None) -> None:
+        self.close_code: int | None = None
+        """The code of the core's close frame once the stream has ended (1001: the core shut down)."""
+        self.close_reason = ""
+        self._messages = self._read(client, {"show": ",".join(show)} if show else None)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Message:
+        return await anext(self._messages)
+
+    async def aclose(self) -> None:
+        """Stop reading and close the socket."""
+        await self._messages.aclose()
+
+    async def _read(self, client: CoreClient, params: Mapping[str, str] | None) -> AsyncGenerator[Message, None]:
+        async with client.websocket("events", params=params, heartbeat=EVENTS_HEARTBEAT) as ws:
+            while True:
+                frame = await ws.receive()
+                if frame.type is aiohttp.WSMsgType.TEXT:
+                    try:
+                        message = parse_message(frame.data)
+                    except ProtocolError as e:
+                        log.warning("frame_invalid", socket="events", error=str(e))
+                        continue
+                    yield message
+                elif frame.type is aiohttp.WSMsgType.ERROR:
+                    raise CoreUnreachable(client.url, f"event stream failed: {ws.exception()!r}")
+                elif frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                    break
+            self.close_code = ws.close_code
+            if frame.type is aiohttp.WSMsgType.CLOSE and isinstance(frame.extra, str):
+                self.close_reason = frame.extra
+        if refused := access_refused(self.close_code, self.close_reason):
+            raise refused
+
+
+def access_refused(close_code: int | None, reason: str) -> CoreError | None:
+    """The CoreError 401 a request would get, when a websocket was closed for want of a valid token.
+
+    A core with ``--psk`` accepts a websocket without an Authorization header, waits for an
+    authorization frame, and closes the socket with 1008 (policy violation) and the reason when none
+    comes or the token is not valid.
+    """
+    if close_code == aiohttp.WSCloseCode.POLICY_VIOLATION and reason.startswith(AUTH_REASONS):
+        return CoreError(401, reason)
+    return None
 
 
 # ---- bodies and answers -----------------------------------------------------------------------------

@@ -6,15 +6,42 @@ Every frame is a JSON object ``{"kind": K, "message_type": T, "data": {...}}``. 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NewType
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 TaskId = NewType("TaskId", str)
 SubscriberId = NewType("SubscriberId", str)
 
 ANSWER_KINDS = frozenset({"action_done", "action_error"})
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+"""What the core accepts as a subscriber id or a message type; anything else is answered 400."""
+
+
+def check_name(kind: str, value: str) -> str:
+    """``value`` when the core accepts it as a ``kind`` (subscriber id, message type), else ValueError."""
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValueError(f"invalid {kind} {value!r}: use 1-128 letters, digits and _.:@-")
+    return value
+
+
+def check_subscriber_id(value: str) -> str:
+    return check_name("subscriber id", value)
+
+
+SubscriberIdName = Annotated[str, AfterValidator(check_subscriber_id)]
+"""A settings field holding a subscriber id: an id the core would refuse is refused when the settings are read."""
 
 
 class ProtocolError(ValueError):

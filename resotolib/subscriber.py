@@ -4,9 +4,10 @@
 Before every (re)connect it registers its subscriptions again as the whole set of its id (one
 ``PUT /subscriber/{id}``), so a core that lost them (restart, expiry) knows them once more, and
 subscriptions an earlier run under the same id had but this one does not are removed: the core stops
-sending those actions and stops waiting for this subscriber on them. On any failure it waits a capped
-exponential backoff with full jitter and tries again; the iteration over actions never fails because
-the core went away.
+sending those actions and stops waiting for this subscriber on them. While the id is connected elsewhere
+the core refuses (429, logged as ``already_connected``) and keeps the subscriptions it has. On any
+failure it waits a capped exponential backoff with full jitter and tries again; the iteration over
+actions never fails because the core went away.
 
 The core re-sends every pending action on connect. An action whose (task, step) is still being
 handled here is not yielded again; one that was answered gets the stored answer sent again instead.
@@ -37,7 +38,7 @@ from typing import Literal, Self
 import aiohttp
 import structlog
 
-from resotolib.client import TRANSPORT_ERRORS, CoreClient, CoreError
+from resotolib.client import TRANSPORT_ERRORS, CoreClient, CoreError, already_connected
 from resotolib.protocol import (
     Action,
     ActionDone,
@@ -268,8 +269,8 @@ class ActionSubscriber:
             try:
                 reason = await self._connect_and_serve()
                 event, attempt = "core_disconnected", 0
-            except CoreError as e:
-                reason, event = str(e), "core_unreachable"
+            except CoreError as e:  # 429: the id is connected (another process, or our old connection lingers)
+                reason, event = str(e), "already_connected" if already_connected(e) else "core_unreachable"
             except Exception as e:  # the channel must outlive every failure; the next attempt starts afresh
                 self._log.exception("subscriber_failed")
                 reason, event = repr(e), "core_unreachable"
@@ -301,11 +302,13 @@ class ActionSubscriber:
 
     async def _register(self) -> bool:
         """Make the core's subscriptions of this id exactly ours (it may have lost them, or hold those of an
-        earlier run with other message types); False once unsubscribed."""
+        earlier run with other message types); False once unsubscribed. While the id is connected (another
+        process with the same id, or our previous connection the core has not seen go yet) the core refuses
+        with 429 and keeps the subscriptions it has."""
         async with self._registration:
             if not self._subscribed:
                 return False
-            await self._client.set_subscriptions(self.subscriber_id, self.subscriptions)
+            await self._client.set_subscriptions(self.subscriber_id, self.subscriptions, unless_connected=True)
             return True
 
     def _connected_to(self, ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, FilePath
 
 from resotolib.graph import DEFAULT_GRAPH, GraphName
-from resotolib.protocol import Subscription
+from resotolib.protocol import SubscriberIdName, Subscription
 
 MESSAGE_TYPE = "generate_metrics"
 
@@ -23,7 +23,9 @@ class MetricsConfig(BaseModel):
     ca_cert: FilePath | None = Field(None, description="PEM CA certificate to verify a core that serves HTTPS.")
     web_host: str = Field("127.0.0.1", description="Address to serve /metrics and /health on.")
     web_port: int = Field(9955, ge=0, le=65535, description="Port to serve /metrics and /health on (0: any free port).")
-    subscriber_id: str = Field("resoto.metrics", min_length=1, description="Id this exporter subscribes with.")
+    subscriber_id: SubscriberIdName = Field(
+        "resoto.metrics", description="Id this exporter subscribes with: 1-128 letters, digits and _.:@-."
+    )
     timeout: int = Field(
         300, ge=1, description="Seconds the core waits for an answer; also the time limit of one metrics update."
     )

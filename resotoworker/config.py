@@ -9,7 +9,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field
 
 from resotolib.graph import DEFAULT_GRAPH, GraphName
-from resotolib.protocol import Subscription
+from resotolib.protocol import SubscriberIdName, Subscription
 
 
 def default_data_dir() -> Path:
@@ -34,7 +34,9 @@ class WorkerConfig(BaseModel):
         False, description="Subscribe to cleanup_plan: mark expired resources of this worker's clouds for cleanup."
     )
     cleanup_dry_run: bool = Field(False, description="On cleanup, log what would be deleted; delete nothing.")
-    subscriber_id: str = Field("resoto.worker", min_length=1, description="Id this worker subscribes with.")
+    subscriber_id: SubscriberIdName = Field(
+        "resoto.worker", description="Id this worker subscribes with: 1-128 letters, digits and _.:@-."
+    )
     timeout: int = Field(
         10800, ge=1, description="Seconds the core waits for an answer; also the time limit of each collector."
     )

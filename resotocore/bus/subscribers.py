@@ -8,7 +8,6 @@ restart), so the core stops waiting for it.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 
@@ -16,6 +15,7 @@ import structlog
 
 from resotocore.bus.message_bus import Listener
 from resotocore.db.store import Changes, Store
+from resotolib import protocol
 from resotolib.protocol import Subscriber, SubscriberId, Subscription
 
 log = structlog.get_logger(__name__)
@@ -23,7 +23,6 @@ log = structlog.get_logger(__name__)
 DISCONNECT_GRACE = timedelta(minutes=3)
 STARTUP_GRACE = timedelta(minutes=5)
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 
 Unsubscribed = Callable[[SubscriberId, frozenset[str]], Awaitable[None]]
 
@@ -37,9 +36,11 @@ class AlreadyConnected(RuntimeError):
 
 
 def check_name(kind: str, value: str) -> str:
-    if not NAME_PATTERN.match(value):
-        raise InvalidSubscription(f"invalid {kind} {value!r}: use 1-128 letters, digits and _.:@-")
-    return value
+    """``value`` when it is a valid ``kind`` (the rule of ``resotolib.protocol``), else InvalidSubscription."""
+    try:
+        return protocol.check_name(kind, value)
+    except ValueError as e:
+        raise InvalidSubscription(str(e)) from None
 
 
 def make_subscription(
@@ -110,9 +111,16 @@ class SubscriberRegistry:
             await self._notify(sid, frozenset({message_type}))
         return updated
 
-    async def replace(self, sid: SubscriberId, subscriptions: Iterable[Subscription], now: datetime) -> Subscriber:
+    async def replace(
+        self, sid: SubscriberId, subscriptions: Iterable[Subscription], now: datetime, *, unless_connected: bool = False
+    ) -> Subscriber:
+        """Make these the subscriber's whole set; with ``unless_connected``, AlreadyConnected (and nothing
+        changes) while its action channel is open, so a second process with the same id cannot take over
+        the subscriptions of the running one."""
         check_name("subscriber id", sid)
         async with self._lock:
+            if unless_connected and sid in self._connections:
+                raise AlreadyConnected(f"subscriber {sid} is already connected")
             existing = self._subscribers.get(sid) or Subscriber(id=sid)
             subs = {s.message_type: s for s in subscriptions}
             updated = await self._save(Subscriber(id=sid, subscriptions=subs), now)

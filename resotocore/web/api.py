@@ -64,7 +64,9 @@ async def put_subscriber(request: web.Request) -> web.Response:
     for subscription in subscriptions:
         make_subscription(subscription.message_type, subscription.timeout, subscription.wait_for_completion)
     sid = SubscriberId(request.match_info["id"])
-    return _subscriber_json(await core.registry.replace(sid, subscriptions, core.clock.now()))
+    unless_connected = request.query.get("unless_connected", "").lower() == "true"
+    replaced = await core.registry.replace(sid, subscriptions, core.clock.now(), unless_connected=unless_connected)
+    return _subscriber_json(replaced)
 
 
 @routes.delete("/subscriber/{id}")

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
-from resotocore.bus.subscribers import InvalidSubscription
+from resotocore.bus.subscribers import AlreadyConnected, InvalidSubscription
 from resotocore.db.store import StoreError
 from resotocore.workflow.engine import UnknownWorkflow
 
@@ -59,6 +59,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_json(404, str(e))
     except Conflict as e:
         return error_json(409, str(e))
+    except AlreadyConnected as e:
+        return error_json(429, str(e))
     except StoreError as e:
         log.error("store_error", path=request.path, error=str(e))
         return error_json(503, f"storage unavailable: {e}")

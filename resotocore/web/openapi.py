@@ -20,7 +20,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from resotocore.bus.subscribers import MAX_TIMEOUT_SECONDS, NAME_PATTERN
+from resotocore.bus.subscribers import MAX_TIMEOUT_SECONDS
 from resotocore.web.api import MAX_PAGE
 from resotocore.web.auth import OPEN_PATHS, VERIFIER
 from resotocore.workflow.machine import Outcome, RunStatus
@@ -36,7 +36,15 @@ from resotolib.graph import (
     NodePatch,
     SearchRequest,
 )
-from resotolib.protocol import ActionProgressData, Message, Subscriber, SubscriberId, Subscription, TaskId
+from resotolib.protocol import (
+    NAME_PATTERN,
+    ActionProgressData,
+    Message,
+    Subscriber,
+    SubscriberId,
+    Subscription,
+    TaskId,
+)
 
 routes = web.RouteTableDef()
 
@@ -287,7 +295,15 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "put", "/subscriber/{id}", "put_subscriber", "subscribers", "Replace every subscription of a subscriber",
-        {"200": SUBSCRIBER, "400": BAD, "413": TOO_LARGE}, parameters=(SUBSCRIBER_ID,),
+        {
+            "200": SUBSCRIBER, "400": BAD, "413": TOO_LARGE,
+            "429": _json(_ref("ErrorBody"), "with unless_connected: the subscriber is connected; nothing changed"),
+        },
+        parameters=(
+            SUBSCRIBER_ID,
+            _query("unless_connected", "`true`: refuse (429) while the subscriber's action channel is connected",
+                   {"type": "string", "examples": ["true"]}),
+        ),
         body=_body(JSON, _array(_ref("Subscription")), "the subscriptions; an empty list removes the subscriber"),
     ),
     Operation(

@@ -181,13 +181,13 @@ async def test_tls_with_psk_end_to_end(core_process: Any, tls: dict[str, Path]) 
         assert r.status == 401
 
 
-def test_non_loopback_needs_psk_or_allow_insecure(tmp_path: Path) -> None:
+def test_non_loopback_needs_psk_or_allow_insecure(tmp_path: Path, tls: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match=r"refusing to listen on 0\.0\.0\.0 without --psk"):
         CoreConfig(data_dir=tmp_path, host="0.0.0.0")
     assert CoreConfig(data_dir=tmp_path, host="0.0.0.0", psk="x").host == "0.0.0.0"
     assert CoreConfig(data_dir=tmp_path, host="0.0.0.0", allow_insecure=True).allow_insecure
     with pytest.raises(ValueError, match="--tls-cert and --tls-key go together"):
-        CoreConfig(data_dir=tmp_path, tls_cert=tmp_path / "c.pem")
+        CoreConfig(data_dir=tmp_path, tls_cert=tls["cert"])
 
 
 async def test_an_upgrade_header_does_not_open_rest_routes(core_client: CoreClientFactory, secured: CoreConfig) -> None:

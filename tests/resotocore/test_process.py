@@ -13,6 +13,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
 
 from tests.support import CoreProcess
 
@@ -162,6 +164,44 @@ def test_bad_configuration_is_refused_with_a_clear_message(
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "resotocore.db").exists()
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """cert.pem and key.pem of one certificate, other-key.pem of another, encrypted-key.pem, missing.pem."""
+    folder = tmp_path_factory.mktemp("pems")
+    ca = trustme.CA()
+    cert, other = ca.issue_cert("127.0.0.1"), ca.issue_cert("localhost")
+    cert.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    other.private_key_pem.write_to_path(str(folder / "other-key.pem"))
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), None)
+    encrypted = serialization.BestAvailableEncryption(b"secret")
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encrypted)
+    (folder / "encrypted-key.pem").write_bytes(pem)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "message"),
+    [
+        ("cert.pem", "missing.pem", "--tls-key: cannot read {}/missing.pem: No such file or directory"),
+        ("missing.pem", "key.pem", "--tls-cert: cannot read {}/missing.pem: No such file or directory"),
+        ("key.pem", "cert.pem", "--tls-cert: {}/key.pem holds no PEM certificate"),
+        ("cert.pem", "other-key.pem", "--tls-key: {0}/other-key.pem is not the private key of the certificate in "
+                                      "--tls-cert {0}/cert.pem"),
+        ("cert.pem", "cert.pem", "--tls-key: {}/cert.pem holds no PEM private key"),
+        ("cert.pem", "encrypted-key.pem", "--tls-key: {}/encrypted-key.pem holds an encrypted private key"),
+    ],
+)  # fmt: skip
+def test_a_certificate_or_key_that_does_not_load_is_refused_naming_the_flag(
+    tmp_path: Path, pems: Path, cert: str, key: str, message: str
+) -> None:
+    data_dir = tmp_path / "data"
+    result = run_cli("--data-dir", str(data_dir), "--tls-cert", str(pems / cert), "--tls-key", str(pems / key))
+    assert result.returncode == 2
+    assert message.format(pems) in result.stderr and "Traceback" not in result.stderr
+    assert not data_dir.exists()
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import CoreClientFactory, core_of
+from resotolib.protocol import SubscriberId
+from tests.support import CoreClientFactory, core_of, subscribe, until
 
 
 async def test_post_adds_a_subscription_and_answers_200_with_the_subscriber(core_client: CoreClientFactory) -> None:
@@ -76,6 +77,8 @@ async def test_get_put_delete_subscriber_and_lists(core_client: CoreClientFactor
     ("path", "params", "reason"),
     [
         ("/subscriber/bad%20id/collect", {}, "invalid subscriber id"),
+        ("/subscriber/w%0A/collect", {}, "invalid subscriber id"),
+        ("/subscriber/s/collect%0A", {}, "invalid message type"),
         ("/subscriber/s/bad%20type", {}, "invalid message type"),
         ("/subscriber/s/collect", {"timeout": "soon"}, "invalid timeout"),
         ("/subscriber/s/collect", {"timeout": "0"}, "invalid timeout"),
@@ -105,6 +108,22 @@ async def test_put_with_a_bad_body_is_refused(core_client: CoreClientFactory, bo
     assert response.status == 400
     assert "error" in await response.json()
     assert set((await (await client.get("/subscriber/s")).json())["subscriptions"]) == {"collect"}
+
+
+async def test_put_unless_connected_leaves_a_connected_subscriber_alone(core_client: CoreClientFactory) -> None:
+    client = await core_client()
+    replacement = [{"message_type": "cleanup", "wait_for_completion": True, "timeout": 30}]
+    channel = await subscribe(client, "s", "collect")
+    response = await client.put("/subscriber/s", json=replacement, params={"unless_connected": "true"})
+    assert response.status == 429
+    assert (await response.json())["error"] == "subscriber s is already connected"
+    assert set((await (await client.get("/subscriber/s")).json())["subscriptions"]) == {"collect"}
+    assert (await client.put("/subscriber/s", json=replacement)).status == 200  # without it: replaced, as before
+    await channel.close()
+    await until(lambda: not core_of(client).registry.is_connected(SubscriberId("s")))
+    response = await client.put("/subscriber/s", json=[], params={"unless_connected": "true"})
+    assert response.status == 200
+    assert (await client.get("/subscriber/s")).status == 404
 
 
 async def test_subscriptions_are_persisted_across_restarts(core_client: CoreClientFactory) -> None:

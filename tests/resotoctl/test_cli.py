@@ -151,6 +151,19 @@ async def test_subscribers_and_events(core: CoreProcess, client: CoreClient, ctl
     assert not any("Traceback" in line for line in events.stderr)
 
 
+async def test_events_names_why_the_core_closed_the_stream(
+    core_process: Callable[..., Awaitable[CoreProcess]], ctl_process: StartCtl
+) -> None:
+    core = await core_process()
+    events = await ctl_process(core.url, "events")
+    await until(lambda: event_listeners(core.url))
+    assert core.proc is not None
+    core.proc.send_signal(signal.SIGTERM)
+    assert await core.wait() == 0
+    assert await events.wait() == 1
+    assert events.stderr == ["Error: the core closed the event stream (code 1001: core is shutting down)"]
+
+
 async def event_listeners(url: str) -> bool:
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
         text = await response.text()
@@ -193,7 +206,7 @@ async def test_errors_are_one_readable_line(
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     secured = await core_process("--psk", "sekrit", data_dir=core.data_dir.parent / "secured")
-    unreachable, unknown, unknown_wait, unknown_history, no_key, wrong_key, right_key, env_key = await asyncio.gather(
+    results = await asyncio.gather(
         ctl(closed, "workflows", "list"),
         ctl(core.url, "workflows", "run", "nope"),
         ctl(core.url, "workflows", "run", "nope", "--wait"),
@@ -202,13 +215,18 @@ async def test_errors_are_one_readable_line(
         ctl(secured.url, "--psk", "wrong", "subscribers", "list"),
         ctl(secured.url, "--psk", "sekrit", "--json", "workflows", "running"),
         ctl(secured.url, "--json", "subscribers", "list", RESOTOCTL_PSK="sekrit"),
+        ctl(secured.url, "events", within=5),  # at once, not after the core's wait for an authorization frame
+        ctl(secured.url, "--psk", "wrong", "events", within=5),
     )
+    unreachable, unknown, unknown_wait, unknown_history, no_key, wrong_key, right_key, env_key, *events = results
     one_error_line(unreachable, 3, f"core at {closed}", "unreachable")
     one_error_line(unknown, 1, "unknown workflow 'nope'", "404")
     one_error_line(unknown_wait, 1, "unknown workflow 'nope'")
     one_error_line(unknown_history, 1, "unknown workflow 'nope'", "404")
     one_error_line(no_key, 4, "401", "--psk")
     one_error_line(wrong_key, 4, "401")
+    for refused in events:
+        one_error_line(refused, 4, "401", "--psk")
     assert (right_key.code, right_key.json(), env_key.code, env_key.json()) == (0, [], 0, [])
     missing_command = await ctl(core.url, "subscribe", "post_collect", "--id", "x")
     assert missing_command.code == 2 and "after --" in missing_command.stderr

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from resotolib.client import CoreClient
-from tests.resotoctl.support import CtlProcess, eventually, group_alive, read_int, script, until
+from tests.resotoctl.support import CtlProcess, ctl, eventually, group_alive, read_int, script, until
 from tests.support import CoreProcess
 
 StartCtl = Callable[..., Awaitable[CtlProcess]]
@@ -148,3 +148,21 @@ async def test_a_stop_signal_ends_the_running_script_unsubscribes_and_exits_at_o
     log = process.log()
     assert any(entry.get("event") == "action_failed" for entry in log), log  # answered before unsubscribing
     assert any(entry.get("event") == "unsubscribed" for entry in log)
+
+
+async def test_a_second_hook_with_the_same_id_fails_and_leaves_the_running_one_alone(
+    core: CoreProcess, client: CoreClient, ctl_process: StartCtl, tmp_path: Path
+) -> None:
+    first = await hook(ctl_process, core, client, script(tmp_path, "ok.sh", "exit 0\n"), "--timeout", "5")
+    await eventually(lambda: any(e["event"] == "subscriber_connected" for e in first.log()))
+    other = script(tmp_path, "other.sh", "exit 0\n")
+    second = await ctl(core.url, "subscribe", "post_generate_metrics", "--id", "hook", "--", str(other), within=10)
+    assert second.code == 1, second
+    assert second.stderr.strip().splitlines() == [
+        "Error: subscriber id 'hook' is already connected (another hook running?)"
+    ]
+    registered = await client.subscriber("hook")
+    assert registered is not None and set(registered.subscriptions) == {STEP}
+    run = await run_metrics(client)
+    assert run["status"] == "succeeded" and step(run)["subscribers"]["hook"]["outcome"] == "done"
+    assert await stop(first, client) == 130

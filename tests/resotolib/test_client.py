@@ -9,6 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from resotocore.config import CoreConfig
+from resotocore.web import auth
 from resotolib.client import CoreClient, CoreError, CoreUnreachable
 from resotolib.graph import (
     AggregateFunction,
@@ -171,6 +173,20 @@ async def test_events_stream_ends_when_the_core_closes_it(core_client: CoreClien
         await until(lambda: core_of(client).bus.listeners == 1)
         await core_of(client).close_websockets()
         assert await asyncio.wait_for(first, 5) is None
+        assert (stream.close_code, stream.close_reason) == (aiohttp.WSCloseCode.GOING_AWAY, "core is shutting down")
+
+
+async def test_an_event_stream_closed_for_want_of_a_token_is_refused_access(
+    core_client: CoreClientFactory, config: CoreConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth, "FIRST_FRAME_TIMEOUT", 0.2)
+    client = await core_client(config.model_copy(update={"psk": "sekrit"}))
+    async with CoreClient(str(client.server.make_url(""))) as core:
+        stream = core.events()
+        with pytest.raises(CoreError) as info:
+            await asyncio.wait_for(anext(stream), 5)
+    assert (info.value.status, info.value.message) == (401, "authorization required: no authorization frame in time")
+    assert stream.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
 
 
 # ---- graph ----------------------------------------------------------------------------------------

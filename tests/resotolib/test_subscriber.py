@@ -169,14 +169,19 @@ async def test_a_channel_held_by_another_connection_is_retried_until_it_is_free(
     core_client: CoreClientFactory, session: aiohttp.ClientSession
 ) -> None:
     client = await core_client()
+    url = str(client.server.make_url(""))
     other = await subscribe(client, "w", "collect")  # an older connection of the same subscriber id
     with capture_logs() as logs:
-        async with fast(str(client.server.make_url("")), session) as subscriber:
+        async with fast(url, session) as subscriber:
             await until(lambda: subscriber.stats.failures >= 2)
             assert not subscriber.connected
+            held = await CoreClient(url, session=session).subscriber("w")  # the holder's subscriptions stay
+            assert held is not None and set(held.subscriptions) == {"collect"}
             await other.close()
             await asyncio.wait_for(subscriber.wait_connected(), 5)
-    assert any(e["reason"].startswith("429: ") for e in logs if e["event"] == "core_unreachable")
+    refused = [e for e in logs if e["event"] == "already_connected"]
+    assert refused and all(e["reason"].startswith("429: ") and e["log_level"] == "warning" for e in refused)
+    assert not [e for e in logs if e["event"] == "core_unreachable"]
 
 
 async def test_unsubscribe_removes_the_subscriptions_and_stops_reconnecting(
