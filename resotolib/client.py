@@ -52,6 +52,8 @@ CHUNK_SIZE = 64 * 1024
 MAX_LINE = 64 * 1024 * 1024
 MAX_FRAME = 4 * 1024 * 1024
 EVENTS_HEARTBEAT = 20.0
+EVENTS_NONE = "-"
+"""A ``show`` filter of the event stream that matches no message type (for a socket that only sends)."""
 AUTH_REASONS = ("authorization required", "unauthorized")
 """How the core's close reason begins when it closes a websocket for want of a valid token."""
 RUN_ANSWERS = (202, 409)
@@ -228,13 +230,22 @@ class CoreClient:
     # ---- events -------------------------------------------------------------------------------------
 
     async def send_event(self, message_type: str, data: Mapping[str, Any] | None = None) -> None:
-        """Put one event on the core's bus (it may trigger workflows)."""
+        """Put one event on the core's bus (it may trigger workflows).
+
+        The socket is closed with the closing handshake, so the core has read the event when this
+        returns; a core that refused it (no valid token for a core with ``--psk``) raises CoreError.
+        """
         frame = serialize(Event(message_type=message_type, data=dict(data or {})))
-        async with self.websocket("events") as ws:
+        async with self.websocket("events", params={"show": EVENTS_NONE}) as ws:
             try:
                 await ws.send_str(frame)
+                await ws.close()
             except TRANSPORT_ERRORS as e:
                 raise CoreUnreachable(self.url, _reason(e)) from e
+        if ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION:
+            raise CoreError(401, f"{AUTH_REASONS[0]}: the core closed the socket without taking the event")
+        if ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER:
+            raise CoreError(429, "the core is busy checking new tokens; try again later")
 
     def events(self, show: Sequence[str] | None = None) -> EventStream:
         """Every message on the bus (or those of the types in ``show``) until the core closes the stream.

@@ -38,7 +38,7 @@ from typing import Literal, Self
 import aiohttp
 import structlog
 
-from resotolib.client import TRANSPORT_ERRORS, CoreClient, CoreError, already_connected
+from resotolib.client import TRANSPORT_ERRORS, CoreClient, CoreError, CoreUnreachable, already_connected
 from resotolib.protocol import (
     Action,
     ActionDone,
@@ -269,8 +269,8 @@ class ActionSubscriber:
             try:
                 reason = await self._connect_and_serve()
                 event, attempt = "core_disconnected", 0
-            except CoreError as e:  # 429: the id is connected (another process, or our old connection lingers)
-                reason, event = str(e), "already_connected" if already_connected(e) else "core_unreachable"
+            except CoreError as e:
+                reason, event = str(e), _refusal_event(e)
             except Exception as e:  # the channel must outlive every failure; the next attempt starts afresh
                 self._log.exception("subscriber_failed")
                 reason, event = repr(e), "core_unreachable"
@@ -371,3 +371,12 @@ class ActionSubscriber:
         while len(self._handling) > self._remember:  # never answered: the core has long given up on these
             self._handling.popitem(last=False)
         self._actions.put_nowait(action)
+
+
+def _refusal_event(error: CoreError) -> str:
+    """How a failed attempt is logged: a core that cannot be reached, or one that answered no."""
+    if isinstance(error, CoreUnreachable):
+        return "core_unreachable"
+    if already_connected(error):  # the id is connected: another process, or our old connection lingers
+        return "already_connected"
+    return "access_refused" if error.status in (401, 403) else "core_refused"

@@ -189,6 +189,22 @@ async def test_an_event_stream_closed_for_want_of_a_token_is_refused_access(
     assert stream.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
 
 
+async def test_an_event_sent_without_a_token_to_a_core_that_wants_one_is_an_error(
+    core_client: CoreClientFactory, config: CoreConfig
+) -> None:
+    client = await core_client(config.model_copy(update={"psk": "sekrit"}))
+    url = str(client.server.make_url(""))
+    async with CoreClient(url) as without_token, CoreClient(url, psk="sekrit") as with_token:
+        with pytest.raises(CoreError) as info:
+            await without_token.send_event("start_metrics_workflow")
+        assert info.value.status == 401 and info.value.message.startswith("authorization required")
+        await with_token.send_event("start_metrics_workflow")  # taken: the run starts (and ends: nobody waits)
+        async with asyncio.timeout(5):
+            while (await with_token.runs("metrics"))["total"] == 0:  # noqa: ASYNC110 - polled over HTTP
+                await asyncio.sleep(0.02)
+        assert (await with_token.runs("metrics"))["total"] == 1  # one run: the refused event started none
+
+
 # ---- graph ----------------------------------------------------------------------------------------
 
 

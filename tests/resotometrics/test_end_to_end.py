@@ -272,7 +272,7 @@ async def test_exporter_signs_its_requests_for_a_core_with_a_psk(
     async with CoreClient(core.url, psk="s3cret") as client:
         await client.merge("resoto", batch.ndjson())
         wrong = await metrics_process("--resotocore-uri", core.url, "--psk", "wrong", "--web-port", "0")
-        refused = await wrong.wait_for("core_unreachable")
+        refused = await wrong.wait_for("access_refused")
         assert "401" in refused["reason"], refused
         exporter = await metrics_process(
             "--resotocore-uri", core.url, "--psk", "s3cret", "--web-port", "0", "--subscriber-id", "m1"
