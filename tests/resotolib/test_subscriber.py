@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 from pydantic import TypeAdapter
 from structlog.testing import capture_logs
 
@@ -72,12 +73,19 @@ def test_backoff_is_full_jitter_below_a_capped_exponential() -> None:
 # ---- against a real core --------------------------------------------------------------------------
 
 
+async def live_core(
+    core_client: CoreClientFactory, session: aiohttp.ClientSession
+) -> tuple[TestClient[Any, Any], str, CoreClient]:
+    """A core on loopback: its test client, its URL, and a CoreClient of it."""
+    client = await core_client()
+    url = str(client.server.make_url(""))
+    return client, url, CoreClient(url, session=session)
+
+
 async def test_action_is_yielded_answered_and_the_run_advances(
     core_client: CoreClientFactory, session: aiohttp.ClientSession
 ) -> None:
-    client = await core_client()
-    url = str(client.server.make_url(""))
-    core = CoreClient(url, session=session)
+    client, url, core = await live_core(core_client, session)
     async with fast(url, session) as subscriber:
         actions = aiter(subscriber)
         await subscriber.wait_connected()
@@ -109,9 +117,7 @@ async def test_action_is_yielded_answered_and_the_run_advances(
 async def test_reconnect_gets_the_pending_action_again_without_yielding_it_twice(
     core_client: CoreClientFactory, session: aiohttp.ClientSession
 ) -> None:
-    client = await core_client()
-    url = str(client.server.make_url(""))
-    core = CoreClient(url, session=session)
+    client, url, core = await live_core(core_client, session)
     async with fast(url, session) as subscriber:
         actions = aiter(subscriber)
         await subscriber.wait_connected()
@@ -128,9 +134,7 @@ async def test_reconnect_gets_the_pending_action_again_without_yielding_it_twice
 async def test_reconnect_registers_every_subscription_again(
     core_client: CoreClientFactory, session: aiohttp.ClientSession
 ) -> None:
-    client = await core_client()
-    url = str(client.server.make_url(""))
-    core = CoreClient(url, session=session)
+    client, url, core = await live_core(core_client, session)
     async with fast(url, session) as subscriber:
         await subscriber.wait_connected()
         await core.delete_subscriber("w")  # the core forgets it (as after expiry); without them: 404 on connect
@@ -187,9 +191,7 @@ async def test_a_channel_held_by_another_connection_is_retried_until_it_is_free(
 async def test_unsubscribe_removes_the_subscriptions_and_stops_reconnecting(
     core_client: CoreClientFactory, session: aiohttp.ClientSession
 ) -> None:
-    client = await core_client()
-    url = str(client.server.make_url(""))
-    core = CoreClient(url, session=session)
+    client, url, core = await live_core(core_client, session)
     async with fast(url, session) as subscriber:
         await subscriber.wait_connected()
         await core.add_subscription("w", "cleanup")  # registered by someone else: left alone
@@ -204,9 +206,7 @@ async def test_unsubscribe_removes_the_subscriptions_and_stops_reconnecting(
 async def test_registering_again_leaves_the_core_only_this_subscribers_subscriptions(
     core_client: CoreClientFactory, session: aiohttp.ClientSession
 ) -> None:
-    client = await core_client()
-    url = str(client.server.make_url(""))
-    core = CoreClient(url, session=session)
+    _, url, core = await live_core(core_client, session)
     async with fast(url, session, [Subscription(message_type="a"), Subscription(message_type="b")]) as earlier:
         await earlier.wait_connected()
     registered = await core.subscriber("w")
@@ -221,9 +221,7 @@ async def test_registering_again_leaves_the_core_only_this_subscribers_subscript
 async def test_a_run_waiting_for_a_message_type_this_subscriber_dropped_moves_on(
     core_client: CoreClientFactory, session: aiohttp.ClientSession
 ) -> None:
-    client = await core_client()
-    url = str(client.server.make_url(""))
-    core = CoreClient(url, session=session)
+    _, url, core = await live_core(core_client, session)
     async with fast(url, session) as earlier:  # collect and post_collect
         actions = aiter(earlier)
         await earlier.wait_connected()

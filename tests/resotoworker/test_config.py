@@ -98,47 +98,6 @@ def test_bad_values_name_the_flag() -> None:
     assert "--timeout" in result.output
 
 
-@pytest.mark.parametrize("name", ["my graph", "", "a" * 65, "a/b", "gräph", "g\n"])
-def test_a_graph_name_the_core_refuses_is_a_usage_error(name: str) -> None:
-    result = CliRunner().invoke(parse, ["--graph", name])
-    assert result.exit_code == 2
-    assert "--graph: invalid graph name" in result.output and "1-64 letters, digits, _ and -" in result.output
-
-
-def test_every_graph_name_the_core_takes_is_accepted() -> None:
-    for name in ("resoto", "my-graph_2", "a" * 64):
-        assert config_of("--graph", name).graph == name
-    assert config_of(env={"RESOTOWORKER_GRAPH": "from-env"}).graph == "from-env"
-
-
-def test_a_bad_graph_name_stops_the_worker_before_it_starts(tmp_path: Path) -> None:
-    args = ["--graph", "my graph", "--data-dir", str(tmp_path), "--resotocore-uri", "http://127.0.0.1:9"]
-    result = subprocess.run([sys.executable, "-m", "resotoworker", *args], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
-    assert "--graph: invalid graph name 'my graph'" in result.stderr and "Traceback" not in result.stderr
-
-
-@pytest.mark.parametrize("sid", ["my worker", "", "w" * 129, "a/b", "wörker", "w\n"])
-def test_a_subscriber_id_the_core_refuses_is_a_usage_error(sid: str) -> None:
-    result = CliRunner().invoke(parse, ["--subscriber-id", sid])
-    assert result.exit_code == 2
-    assert "--subscriber-id: invalid subscriber id" in result.output
-    assert "1-128 letters, digits and _.:@-" in result.output
-
-
-def test_every_subscriber_id_the_core_takes_is_accepted() -> None:
-    for sid in ("resoto.worker", "w-1_a:b@c", "w" * 128):
-        assert config_of("--subscriber-id", sid).subscriber_id == sid
-    assert config_of(env={"RESOTOWORKER_SUBSCRIBER_ID": "from-env"}).subscriber_id == "from-env"
-
-
-def test_a_bad_subscriber_id_stops_the_worker_before_it_starts(tmp_path: Path) -> None:
-    args = ["--subscriber-id", "my worker", "--data-dir", str(tmp_path), "--resotocore-uri", "http://127.0.0.1:9"]
-    result = subprocess.run([sys.executable, "-m", "resotoworker", *args], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2
-    assert "--subscriber-id: invalid subscriber id 'my worker'" in result.stderr and "Traceback" not in result.stderr
-
-
 def test_help_of_the_installed_command() -> None:
     script = Path(sys.executable).parent / "resotoworker"
     assert script.exists(), "the resotoworker console script is not installed: pip install -e ."

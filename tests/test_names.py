@@ -1,0 +1,79 @@
+"""The worker and the exporter refuse, at start-up, the names the core would refuse later: a graph name
+and a subscriber id (exit code 2 and one line naming the flag, instead of a process that retries for ever)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from click.testing import CliRunner
+from pydantic import BaseModel
+
+from resotolib.settings import build, model_options
+from resotometrics.config import MetricsConfig
+from resotoworker.config import WorkerConfig
+
+PROGRAMS = [
+    pytest.param("resotoworker", WorkerConfig, "RESOTOWORKER_", id="worker"),
+    pytest.param("resotometrics", MetricsConfig, "RESOTOMETRICS_", id="exporter"),
+]
+RULES = {
+    "--graph": ("graph", "invalid graph name", "1-64 letters, digits, _ and -"),
+    "--subscriber-id": ("subscriber_id", "invalid subscriber id", "1-128 letters, digits and _.:@-"),
+}
+REFUSED = {
+    "--graph": ("my graph", "", "a" * 65, "a/b", "gräph", "g\n"),
+    "--subscriber-id": ("my id", "", "w" * 129, "a/b", "wörker", "w\n"),
+}
+TAKEN = {"--graph": ("resoto", "my-graph_2", "a" * 64), "--subscriber-id": ("resoto.worker", "w-1_a:b@c", "w" * 128)}
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing answers there
+
+
+def invoke(config: type[BaseModel], prefix: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    @click.command()
+    @model_options(config, prefix)
+    def parse(**values: Any) -> None:
+        click.echo(build(config, values).model_dump_json())
+
+    return CliRunner().invoke(parse, list(args), env=env)
+
+
+@pytest.mark.parametrize(("program", "config", "prefix"), PROGRAMS)
+@pytest.mark.parametrize(("option", "value"), [(option, v) for option, values in REFUSED.items() for v in values])
+def test_a_name_the_core_refuses_is_a_usage_error(
+    program: str, config: type[BaseModel], prefix: str, option: str, value: str
+) -> None:
+    result = invoke(config, prefix, option, value)
+    _, what, rule = RULES[option]
+    assert result.exit_code == 2
+    assert f"{option}: {what}" in result.output and rule in result.output
+
+
+@pytest.mark.parametrize(("program", "config", "prefix"), PROGRAMS)
+@pytest.mark.parametrize("option", RULES)
+def test_every_name_the_core_takes_is_accepted(program: str, config: type[BaseModel], prefix: str, option: str) -> None:
+    field = RULES[option][0]
+    for value in TAKEN[option]:
+        result = invoke(config, prefix, option, value)
+        assert result.exit_code == 0, result.output
+        assert getattr(config.model_validate_json(result.output), field) == value
+    result = invoke(config, prefix, env={prefix + field.upper(): "from-env"})
+    assert getattr(config.model_validate_json(result.output), field) == "from-env"
+
+
+@pytest.mark.parametrize(("program", "config", "prefix"), PROGRAMS)
+@pytest.mark.parametrize("option", RULES)
+def test_a_bad_name_stops_the_program_before_it_starts(
+    tmp_path: Path, program: str, config: type[BaseModel], prefix: str, option: str
+) -> None:
+    args = [option, "my name", "--resotocore-uri", UNREACHABLE]
+    env = {prefix + "DATA_DIR": str(tmp_path)} if "data_dir" in config.model_fields else {}
+    command = [sys.executable, "-m", program, *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, env={**os.environ, **env})
+    assert result.returncode == 2
+    assert f"{option}: {RULES[option][1]} 'my name'" in result.stderr and "Traceback" not in result.stderr
