@@ -81,8 +81,9 @@ Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "exists"]
 class Comparison(BaseModel):
     """``path op value``: path is a shortcut (kind, cloud, account, region, name, ...) or reported.x.y.
 
-    Every key is checked and `value` is required (``null`` too must be written out) except for
-    ``exists``: a misspelt key must not turn a filter into one that matches nearly everything.
+    Every key is checked and `value` is required (``null`` too must be written out), except for
+    ``exists``, which takes none: a misspelt key or a misread operator must not turn a filter into one
+    that matches nearly everything.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -95,7 +96,10 @@ class Comparison(BaseModel):
 
     @model_validator(mode="after")
     def _has_value(self) -> Comparison:
-        if self.op != "exists" and "value" not in self.model_fields_set:
+        given = "value" in self.model_fields_set
+        if self.op == "exists" and given:  # {"op": "exists", "value": false} would match the opposite of its intent
+            raise ValueError(f"comparison {self.path} exists takes no value (nodes without it: == null)")
+        if self.op != "exists" and not given:
             raise ValueError(f"comparison {self.path} {self.op} needs a value (op 'exists' tests whether it is set)")
         return self
 

@@ -172,6 +172,7 @@ async def test_search_filters_paging_and_edges(core_client: CoreClientFactory) -
         {"filter": {"fields": [{"path": "reported.owner", "val": "nobody"}]}},  # a misspelt key
         {"filter": {"fields": [{"path": "kind", "operator": "!=", "value": "zzz"}]}},
         {"filter": {"fields": [{"path": "reported.owner"}]}},  # no value: "== null" must be written out
+        {"filter": {"fields": [{"path": "reported.owner", "op": "exists", "value": False}]}},  # not "missing"
     ],
 )
 async def test_bad_search_requests_are_400(core_client: CoreClientFactory, body: dict[str, Any]) -> None:
