@@ -70,11 +70,14 @@ def sql_text(value: Any) -> str | None:
     return str(value)
 
 
+EXPIRY_TAGS = ("resoto:expires", "resoto:expiration", "expiration")
+
+
 def reported_expires(reported: dict[str, Any]) -> str | None:
     """The ``expires`` column of a node: from its tags and ctime, the same at merge and when a patch
     changes the tags."""
     tags = reported.get("tags")
-    if not isinstance(tags, dict):
+    if not isinstance(tags, dict) or not any(tag in tags for tag in EXPIRY_TAGS):  # most nodes: at once
         return None
     return expires_text(
         extract(tags.get("resoto:expires")),

@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import Any
 
-from resotocore.db.graph_docs import METADATA_OWNED, extract, is_one, sql_text
+from resotocore.db.graph_docs import METADATA_OWNED, is_one, reported_expires, sql_text
 from resotocore.db.graph_lines import EDGE_TYPES, MergeError, flag_problem, load_line, render
 from resotocore.db.graph_lines import problem as check
 from resotocore.db.graph_walk import ANCESTOR_KINDS, NO_ANCESTRY, Ancestry, Own, Run, apply, larger, own, runs, walk
-from resotocore.graph.expiry import expires_text
 
 NodeRow = tuple[int, str, str, str | None, str | None, str | None, int, str, str]
 """position, id, kind, name, ctime, expires, protected, reported, metadata"""
@@ -104,15 +103,7 @@ class BatchRows:
             self._owns[position] = own(kind, _text(reported.get("id")), node_id, is_replace)
             if is_replace:
                 self.replace_roots.append(node_id)
-        tags = reported.get("tags")
-        expires = None
-        if tags.__class__ is dict and ("resoto:expires" in tags or "resoto:expiration" in tags or "expiration" in tags):
-            expires = expires_text(
-                extract(tags.get("resoto:expires")),
-                extract(tags.get("resoto:expiration")),
-                extract(tags.get("expiration")),
-                extract(reported.get("ctime")),
-            )
+        expires = reported_expires(reported)
         name, ctime = reported.get("name"), reported.get("ctime")
         if name is not None and name.__class__ is not str:
             name = sql_text(name)
