@@ -16,7 +16,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -114,34 +114,15 @@ class ActionRunner:
         self.busy = False
 
     async def consume(self, actions: AsyncIterable[Action]) -> None:
-        """Handle actions until stopped or until they end. The stop ends the wait for the next action at
-        once, and is seen right after the action it interrupted; an action taken after the stop is left
+        """Handle actions until stopped or until they end. The stop is seen right after the action it
+        interrupted (the caller ends the wait for the next one); an action taken after the stop is left
         to the unsubscribe."""
-        iterator = aiter(actions)
-        while not self.stop.event.is_set():
-            action = await self._next(iterator)
-            if action is None:
+        async for action in actions:
+            if self.stop.event.is_set():
                 return
             await self.handle(action)
-
-    async def _next(self, iterator: AsyncIterator[Action]) -> Action | None:
-        """The next action; None when the actions end or the stop comes first."""
-
-        async def take() -> Action | None:
-            return await anext(iterator, None)
-
-        loop = asyncio.get_running_loop()
-        taken = loop.create_task(take(), name="next-action")
-        stopped = loop.create_task(self.stop.event.wait(), name="wait-for-stop")
-        try:
-            await asyncio.wait({taken, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (taken, stopped):
-                task.cancel()
-            await asyncio.gather(taken, stopped, return_exceptions=True)
-        if self.stop.event.is_set() or taken.cancelled():
-            return None
-        return taken.result()
+            if self.stop.event.is_set():
+                return
 
     async def handle(self, action: Action) -> None:
         self.busy = True

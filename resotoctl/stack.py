@@ -31,9 +31,9 @@ import click
 import structlog
 
 from resotoctl.config import Ctl
-from resotoctl.errors import EXIT_FAILED, EXIT_OK, EXIT_SIGHUP, CtlError, describe, execute
+from resotoctl.errors import EXIT_FAILED, EXIT_OK, CtlError, describe, execute
 from resotoctl.output import Output
-from resotoctl.signals import stop_signals
+from resotoctl.signals import exit_code, stop_signals
 from resotoctl.stack_plan import ENV_PREFIX, ProcessSpec, StackConfig, describe_exit, plan, stop_order
 from resotoctl.stack_probe import Probe, check_ports
 from resotoctl.stack_procs import Child, spawn, stop
@@ -67,7 +67,6 @@ class Supervisor:
         self.config = config
         self.view = view
         self.children: list[Child] = []
-        self.stop_reason = ""
         self.stop_signal: signal.Signals | None = None
         self.died: Child | None = None
         self.hurry = asyncio.Event()
@@ -78,18 +77,17 @@ class Supervisor:
 
     def request_stop(self, sig: signal.Signals) -> None:
         """The first signal stops the stack; a signal while it stops cuts the stop timeouts short."""
-        if self.stop_reason or self._stopping:
+        if self.stop_signal or self._stopping:
             self.hurry.set()
             return
         log.info("stop_requested", reason=sig.name)
         self.stop_signal = sig
-        self.stop_reason = sig.name
         self._changed.set()
 
     @property
     def stop_exit_code(self) -> int:
         """0 after Ctrl-C or SIGTERM, the asked-for ways to end the stack; 129 after SIGHUP."""
-        return EXIT_SIGHUP if self.stop_signal is signal.SIGHUP else EXIT_OK
+        return exit_code(signal.SIGHUP) if self.stop_signal is signal.SIGHUP else EXIT_OK
 
     async def start(self, spec: ProcessSpec) -> Child:
         self._raise_if_changed()
@@ -143,8 +141,8 @@ class Supervisor:
     def _raise_if_changed(self) -> None:
         if self.died is not None:
             raise ChildDied(self.died)
-        if self.stop_reason:
-            raise StopRequested(self.stop_reason)
+        if self.stop_signal:
+            raise StopRequested(self.stop_signal.name)
 
     async def _watch(self, child: Child) -> None:
         code = await child.proc.wait()
@@ -190,7 +188,8 @@ async def run_stack(config: StackConfig, view: StackView) -> int:
             failure = describe(e)
         finally:
             died = supervisor.died
-            reason = supervisor.stop_reason or (f"{died.name} died" if died else "the stack failed")
+            stopped = supervisor.stop_signal.name if supervisor.stop_signal else ""
+            reason = stopped or (f"{died.name} died" if died else "the stack failed")
             await supervisor.stop_all(reason)
     code = EXIT_FAILED if failure else supervisor.stop_exit_code
     view.done(code)

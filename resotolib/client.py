@@ -242,8 +242,8 @@ class CoreClient:
                 await ws.close()
             except TRANSPORT_ERRORS as e:
                 raise CoreUnreachable(self.url, _reason(e)) from e
-        if ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION:
-            raise CoreError(401, f"{AUTH_REASONS[0]}: the core closed the socket without taking the event")
+        if refused := access_refused(ws.close_code, None):
+            raise refused
         if ws.close_code == aiohttp.WSCloseCode.TRY_AGAIN_LATER:
             raise CoreError(429, "the core is busy checking new tokens; try again later")
 
@@ -426,16 +426,19 @@ class EventStream:
             raise refused
 
 
-def access_refused(close_code: int | None, reason: str) -> CoreError | None:
+def access_refused(close_code: int | None, reason: str | None) -> CoreError | None:
     """The CoreError 401 a request would get, when a websocket was closed for want of a valid token.
 
     A core with ``--psk`` accepts a websocket without an Authorization header, waits for an
     authorization frame, and closes the socket with 1008 (policy violation) and the reason when none
-    comes or the token is not valid.
+    comes or the token is not valid. Without the reason (a socket closed by our closing handshake
+    only keeps the code), 1008 on a socket that sent nothing invalid is taken as such a refusal.
     """
-    if close_code == aiohttp.WSCloseCode.POLICY_VIOLATION and reason.startswith(AUTH_REASONS):
-        return CoreError(401, reason)
-    return None
+    if close_code != aiohttp.WSCloseCode.POLICY_VIOLATION:
+        return None
+    if reason is None:
+        return CoreError(401, f"{AUTH_REASONS[0]}: the core closed the socket without taking the frame")
+    return CoreError(401, reason) if reason.startswith(AUTH_REASONS) else None
 
 
 # ---- bodies and answers -----------------------------------------------------------------------------

@@ -30,6 +30,10 @@ def check_path(path: str) -> str:
     return path
 
 
+FieldPath = Annotated[str, AfterValidator(check_path)]
+"""A path a filter, group or aggregate may name."""
+
+
 def node_id(kind: str, cloud: str, account: str, region: str, provider_id: str) -> str:
     """The stable id of a resource: the same resource always gets the same id, across runs and workers."""
     key = "\x1f".join((kind, cloud, account, region, provider_id))
@@ -88,11 +92,9 @@ class Comparison(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    path: str
+    path: FieldPath
     op: Op = "=="
     value: JsonValue = None
-
-    _valid_path = field_validator("path")(classmethod(lambda cls, path: check_path(path)))
 
     @model_validator(mode="after")
     def _has_value(self) -> Comparison:
@@ -142,13 +144,8 @@ class AggregateFunction(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     function: Literal["count", "sum", "min", "max"]
-    path: str | None = None
+    path: FieldPath | None = None
     name: str = Field(alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-    @field_validator("path")
-    @classmethod
-    def _valid_path(cls, path: str | None) -> str | None:
-        return None if path is None else check_path(path)
 
     @model_validator(mode="after")
     def _has_path(self) -> AggregateFunction:
@@ -161,13 +158,8 @@ class AggregateRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     filter: Filter = Field(default_factory=Filter)
-    group_by: list[str] = Field(default_factory=list)
+    group_by: list[FieldPath] = Field(default_factory=list)
     functions: list[AggregateFunction] = Field(min_length=1)
-
-    @field_validator("group_by")
-    @classmethod
-    def _valid_paths(cls, paths: list[str]) -> list[str]:
-        return [check_path(p) for p in paths]
 
 
 class AggregateRow(BaseModel):

@@ -17,7 +17,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from resotolib.graph import AggregateFunction, AggregateRequest, Filter, check_path
+from resotolib.graph import AggregateFunction, AggregateRequest, FieldPath, Filter
 
 RESERVED_PREFIX = "resotometrics_"
 """The exporter's own metrics; definitions may not use it."""
@@ -43,7 +43,6 @@ def _metric_name(name: str) -> str:
     return name
 
 
-FieldPath = Annotated[str, AfterValidator(check_path)]
 """A shortcut (cloud, account, region, kind, name, ...) or ``reported.<field>[.<field>...]``."""
 LabelName = Annotated[str, AfterValidator(_label_name)]
 MetricName = Annotated[str, AfterValidator(_metric_name)]

@@ -87,7 +87,7 @@ async def eventually(check: Callable[[], Any], within: float = 5.0, every: float
         await asyncio.sleep(every)
 
 
-async def until(check: Callable[[], Awaitable[Any]], within: float = 10.0, every: float = 0.05) -> Any:
+async def until_async(check: Callable[[], Awaitable[Any]], within: float = 10.0, every: float = 0.05) -> Any:
     """The first truthy result of the coroutine ``check`` within ``within`` seconds, else the test fails."""
     deadline = time.monotonic() + within
     while True:

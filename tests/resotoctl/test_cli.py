@@ -18,7 +18,7 @@ from resotolib.client import CoreClient
 from resotolib.protocol import Subscription
 from resotolib.subscriber import ActionSubscriber
 from resotoworker.collector import GraphBatch
-from tests.resotoctl.support import CtlProcess, Result, ctl, until
+from tests.resotoctl.support import CtlProcess, Result, ctl, until_async
 from tests.support import CoreProcess
 
 StartCtl = Callable[..., Awaitable[CtlProcess]]
@@ -139,7 +139,7 @@ async def test_subscribers_and_events(core: CoreProcess, client: CoreClient, ctl
     assert all(word in table.stdout for word in ("w1", "collect", "no", "30s"))
 
     events = await ctl_process(core.url, "events", "--show", "task_started,task_end")
-    await until(lambda: event_listeners(core.url))
+    await until_async(lambda: event_listeners(core.url))
     started = await client.run_workflow("metrics")
     first, second = await events.line(), await events.line()
     assert [(m["kind"], m["message_type"], m["data"]["task"]) for m in (first, second)] == [
@@ -156,7 +156,7 @@ async def test_events_names_why_the_core_closed_the_stream(
 ) -> None:
     core = await core_process()
     events = await ctl_process(core.url, "events")
-    await until(lambda: event_listeners(core.url))
+    await until_async(lambda: event_listeners(core.url))
     assert core.proc is not None
     core.proc.send_signal(signal.SIGTERM)
     assert await core.wait() == 0

@@ -29,7 +29,7 @@ from resotoctl.stack_probe import Probe
 from resotoctl.stack_procs import spawn, stop
 from resotolib.client import CoreClient
 from resotoworker.collectors.example_cloud import generate_region, new_spec
-from tests.resotoctl.support import eventually, group_alive, until
+from tests.resotoctl.support import eventually, group_alive, until_async
 from tests.support import CoreProcess, free_ports
 
 ACCOUNTS, REGIONS, RESOURCES = 1, 2, 12
@@ -84,7 +84,7 @@ class StackProcess:
             assert self.proc.returncode is None or self.events(name), f"stack ended: {self.stdout} {self.stderr}"
             return next(iter(self.events(name)), None)
 
-        found: dict[str, Any] = await until(seen, within, every=0.1)
+        found: dict[str, Any] = await until_async(seen, within, every=0.1)
         return found
 
     def signal(self, sig: int) -> None:
@@ -156,7 +156,7 @@ async def test_stack_runs_the_workflow_serves_metrics_and_stops_on_sigint(
             runs = (await client.runs("collect_and_cleanup", limit=5))["runs"]
             return next((r for r in runs if r["id"] == ready["run"]["task_id"] and r["ended_at"]), None)
 
-        run = await until(ended, within=30, every=0.2)
+        run = await until_async(ended, within=30, every=0.2)
     assert run["status"] == "succeeded", run
     assert [s["name"] for s in run["steps"]][-2:] == ["generate_metrics", "post_generate_metrics"]
 
@@ -190,7 +190,7 @@ async def test_a_process_that_dies_is_reported_and_the_others_are_stopped(
     async def running() -> bool:
         return any("resoto stack is running" in line for line in stack.stdout)
 
-    await until(running, within=WITHIN, every=0.1)
+    await until_async(running, within=WITHIN, every=0.1)
     started = dict(re.findall(r"started (\w+) \(pid (\d+)\)", "\n".join(stack.stdout)))
     pids = {name: int(pid) for name, pid in started.items()}
     os.kill(pids["resotoworker"], signal.SIGKILL)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from resotolib.client import CoreClient
-from tests.resotoctl.support import CtlProcess, ctl, eventually, group_alive, read_int, script, until
+from tests.resotoctl.support import CtlProcess, ctl, eventually, group_alive, read_int, script, until_async
 from tests.support import CoreProcess
 
 StartCtl = Callable[..., Awaitable[CtlProcess]]
@@ -30,7 +30,7 @@ async def hook(start: StartCtl, core: CoreProcess, client: CoreClient, command: 
         subscriber = await client.subscriber("hook")
         return subscriber is not None and STEP in subscriber.subscriptions
 
-    await until(registered)
+    await until_async(registered)
     return process
 
 
@@ -43,7 +43,7 @@ async def run_metrics(client: CoreClient, within: float = 15) -> dict[str, Any]:
     async def ended() -> bool:
         return bool((await client.task(task_id))["status"] != "running")
 
-    await until(ended, within)
+    await until_async(ended, within)
     runs = (await client.runs("metrics", limit=1))["runs"]
     assert runs[0]["id"] == task_id and runs[0]["status"] != "running", runs[0]
     return dict(runs[0])
