@@ -175,12 +175,9 @@ async def _read(core: Core, ws: web.WebSocketResponse, cut_off: CutOff, handle: 
 
 async def _from_subscriber(core: Core, sid: SubscriberId, msg: Message) -> None:
     match msg:
-        case ActionDone() | ActionError():
+        case ActionDone() | ActionError() | ActionInfo():
             _observe(core, sid, msg)
-            await core.engine.answer(sid, msg)
-        case ActionInfo():
-            _observe(core, sid, msg)
-            await core.engine.info(sid, msg)
+            await core.engine.receive(sid, msg)
         case ActionProgress():
             _observe(core, sid, msg)
             core.engine.progress_update(sid, msg)

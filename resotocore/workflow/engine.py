@@ -1,7 +1,9 @@
 """The workflow handler: feeds inputs to the pure machine, persists, then carries out the commands.
 
-Every state change follows one path (``_apply``): compute the transition, commit it to the store,
-only then send actions and events. A lock keeps transitions of concurrent answers in order. A commit
+Every state change follows one path: compute the transition, commit it to the store, only then send
+actions and events. A lock keeps transitions of concurrent inputs in order. Answers that cannot
+complete their step are queued and applied in batches (``receive``): a step awaited by a hundred
+subscribers is copied and committed a few times instead of a hundred. A commit
 the store refuses (disk full, files made read-only, server unreachable) is retried with a capped
 backoff, holding the lock, until the store takes it or the core stops: nothing leaves the core before
 its state change is stored, and no input (an answer, a deadline) is lost meanwhile.
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any, Literal
 
 import structlog
@@ -42,6 +46,9 @@ from resotolib.protocol import (
 )
 
 log = structlog.get_logger(__name__)
+
+INBOX_LIMIT = 1000
+"""Answers queued but not applied yet beyond which a subscriber's socket waits (and stops reading)."""
 
 RECOVERY_GRACE = timedelta(seconds=60)
 """After a restart, subscribers get at least this long to reconnect and answer a pending action."""
@@ -104,6 +111,8 @@ class Engine:
         self._lock = asyncio.Lock()
         self._dirty = Changes()
         self._flush_scheduled = False
+        self._inbox: list[tuple[TaskId, m.Answer | m.Info]] = []
+        self._inbox_applied: asyncio.Future[None] | None = None
         self._event_types = {t.message_type for w in self.workflows.values() for t in w.event_triggers}
 
     # ---- lifecycle ----------------------------------------------------------------------------------
@@ -133,6 +142,8 @@ class Engine:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._inbox_applied is not None:  # answers received are applied before the core stops
+            await asyncio.shield(self._inbox_applied)
         try:
             await self._flush()
         except StoreError as e:
@@ -209,13 +220,24 @@ class Engine:
                 results.append(await self.trigger(workflow.id, f"event:{message_type}"))
         return results
 
-    async def answer(self, sid: SubscriberId, message: ActionDone | ActionError) -> None:
-        error = message.data.error if isinstance(message, ActionError) else None
-        await self._apply(message.data.task, m.Answer(sid, message.data.step, error))
-
-    async def info(self, sid: SubscriberId, message: ActionInfo) -> None:
-        data = message.data
-        await self._apply(data.task, m.Info(sid, data.step, data.level, data.message))
+    async def receive(self, sid: SubscriberId, message: ActionDone | ActionError | ActionInfo) -> None:
+        """A subscriber's answer or info message. The answer that may complete its step is applied at once;
+        the others are queued and applied together with whatever else arrives meanwhile (typically the
+        answers of one loop iteration): each run is copied once and the batch committed once. Queueing
+        costs them no time, since nothing leaves the core before the last answer. Waits only while the
+        queue is full."""
+        task_id, item = message.data.task, _input(sid, message)
+        if isinstance(item, m.Answer) and not self._inbox and not self._lock.locked():
+            run = self._runs.get(task_id)
+            if run is None or m.may_complete(run, sid):
+                await self._apply(task_id, item)
+                return
+        self._inbox.append((task_id, item))
+        if self._inbox_applied is None:
+            self._inbox_applied = asyncio.get_running_loop().create_future()
+            self.spawn(self._apply_inbox(self._inbox_applied))
+        if len(self._inbox) >= INBOX_LIMIT:
+            await asyncio.shield(self._inbox_applied)
 
     def progress_update(self, sid: SubscriberId, message: ActionProgress) -> None:
         if message.data.task in self._runs:
@@ -242,6 +264,37 @@ class Engine:
                 _ignored(task_id, event, "no such running task")
                 return
             await self._apply_to(run, event)
+
+    async def _apply_inbox(self, applied: asyncio.Future[None]) -> None:
+        """Apply every queued answer and info message in order, each run's in one transition; one commit."""
+        try:
+            async with self._lock:
+                inbox, self._inbox, self._inbox_applied = self._inbox, [], None
+                transitions, changes, runs = [], Changes(), dict(self._runs)
+                for task_id, group in itertools.groupby(inbox, key=itemgetter(0)):  # in order, per run
+                    inputs = [item for _, item in group]
+                    run = runs.get(task_id)
+                    if run is None or run.status is not m.RunStatus.running:
+                        for item in inputs:
+                            _ignored(task_id, item, "no such running task")
+                        continue
+                    workflow = self.workflows[run.workflow_id]
+                    now = self._clock.now()
+                    transition, ignored = m.advance_many(run, workflow, inputs, now, self._registry.lookup)
+                    for item, reason in ignored:
+                        _ignored(task_id, item, reason)
+                    if transition.changed:
+                        runs[task_id] = transition.run
+                        changes.add_run(transition.run, _first_changed(run, transition.run))
+                        transitions.append(transition)
+                if transitions:
+                    await self._commit(changes)
+                    self._execute(transitions)
+        finally:
+            if self._inbox_applied is applied:  # cancelled before taking the inbox: the next submit retries
+                self._inbox_applied = None
+            if not applied.done():
+                applied.set_result(None)
 
     async def _apply_to(self, run: m.Run, event: m.Input) -> None:
         transition = self._transition(run, event)
@@ -429,6 +482,17 @@ class Engine:
         self._pending.tasks.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("background_task_failed", error=repr(error), exc_info=error)
+
+
+def _input(sid: SubscriberId, message: ActionDone | ActionError | ActionInfo) -> m.Answer | m.Info:
+    data = message.data
+    match message:
+        case ActionInfo():
+            return m.Info(sid, data.step, message.data.level, message.data.message)
+        case ActionError():
+            return m.Answer(sid, data.step, message.data.error)
+        case ActionDone():
+            return m.Answer(sid, data.step)
 
 
 def _ignored(task_id: TaskId, event: m.Input, reason: str) -> None:

@@ -48,6 +48,15 @@ WAITING = SubscriberOutcome()
 """The outcome of every subscriber when a step starts (outcomes are immutable, so one is shared)."""
 
 
+def _still_waiting(outcomes: dict[SubscriberId, SubscriberOutcome]) -> bool:
+    # Answers arrive roughly in the order the actions went out (the order of this dict), so the last
+    # entries are the likely waiting ones: looking from the end keeps a step of N answers O(N).
+    for o in reversed(outcomes.values()):
+        if o.outcome is Outcome.waiting:
+            return True
+    return False
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InfoEntry:
     subscriber_id: SubscriberId
@@ -74,12 +83,7 @@ class StepRun:
 
     @property
     def still_waiting(self) -> bool:
-        # Answers arrive roughly in the order the actions went out (the order of this dict), so the
-        # last entries are the likely waiting ones: looking from the end keeps a step of N answers O(N).
-        for o in reversed(self.subscribers.values()):
-            if o.outcome is Outcome.waiting:
-                return True
-        return False
+        return _still_waiting(self.subscribers)
 
     @property
     def errors(self) -> list[str]:
@@ -209,7 +213,7 @@ def advance(run: Run, workflow: Workflow, event: Input, now: datetime, subscribe
                 raise IllegalTransition(run, event)
             return _enter(run, workflow, 0, now, subscribers, [])
         case Answer():
-            return _answer(run, workflow, event, now, subscribers)
+            return advance_many(run, workflow, [event], now, subscribers)[0]
         case Info():
             return _record_info(run, event, now)
         case Deadline():
@@ -250,25 +254,84 @@ def _enter(
     return _finish(run, workflow, now, commands)
 
 
-def _answer(run: Run, workflow: Workflow, event: Answer, now: datetime, subscribers: SubscriberLookup) -> Transition:
+def advance_many(
+    run: Run, workflow: Workflow, inputs: Sequence[Answer | Info], now: datetime, subscribers: SubscriberLookup
+) -> tuple[Transition, list[tuple[Answer | Info, str]]]:
+    """Apply answers and info messages in order, exactly as `advance` would one after the other, but copy
+    the run once per step instead of once per answer. Returns the transition (ignored when no input
+    applied) and every input ignored, with the reason."""
+    ignored: list[tuple[Answer | Info, str]] = []
+    commands: list[Command] = []
+    changed = False
+    index = 0
+    while index < len(inputs):
+        if run.status is not RunStatus.running:
+            ignored.extend((item, f"run is {run.status}") for item in inputs[index:])
+            break
+        item = inputs[index]
+        if isinstance(item, Info):
+            transition, index = _record_info(run, item, now), index + 1
+            if transition.ignored:
+                ignored.append((item, transition.ignored))
+        else:
+            transition, index = _answer_step(run, workflow, inputs, index, now, subscribers, ignored)
+        if transition.changed:
+            run, changed = transition.run, True
+            commands.extend(transition.commands)
+    if not changed:
+        return Transition(run, ignored=ignored[-1][1] if ignored else "nothing to apply"), ignored
+    return Transition(run, commands), ignored
+
+
+def may_complete(run: Run, sid: SubscriberId) -> bool:
+    """Whether an answer of `sid` could complete the current step: nobody else is waited for."""
+    current = run.current
+    if current is None:
+        return True
+    for other, o in reversed(current.subscribers.items()):  # the likely waiting ones are last (see _still_waiting)
+        if o.outcome is Outcome.waiting and other != sid:
+            return False
+    return True
+
+
+def _answer_step(
+    run: Run,
+    workflow: Workflow,
+    inputs: Sequence[Answer | Info],
+    start: int,
+    now: datetime,
+    subscribers: SubscriberLookup,
+    ignored: list[tuple[Answer | Info, str]],
+) -> tuple[Transition, int]:
+    """Apply the answers from `start` on to the current step until it completes or an info message comes;
+    return the transition and the index of the first input not applied."""
     current = run.current
     assert current is not None
-    if event.step != current.name:
-        return Transition(run, ignored=f"answer for step {event.step!r}, current step is {current.name!r}")
-    previous = current.subscribers.get(event.subscriber_id)
-    if previous is None:
-        return Transition(run, ignored="subscriber is not waited for in this step")
-    if previous.outcome is not Outcome.waiting:
-        return Transition(run, ignored=f"subscriber already answered: {previous.outcome}")
-    outcome = Outcome.done if event.error is None else Outcome.error
-    updated = SubscriberOutcome(outcome=outcome, error=event.error, at=now)
-    step_run = _with_outcomes(current, {**current.subscribers, event.subscriber_id: updated})
-    run = _replace_current(run, step_run)
-    if event.error is not None and workflow.step(len(run.steps) - 1).on_error is OnError.stop:
-        return _complete_step(run, workflow, now, subscribers)
-    if step_run.still_waiting:
-        return Transition(run, [])
-    return _complete_step(run, workflow, now, subscribers)
+    outcomes: dict[SubscriberId, SubscriberOutcome] | None = None  # copied on the first answer that applies
+    index = start
+    while index < len(inputs) and isinstance(answer := inputs[index], Answer):
+        index += 1
+        if answer.step != current.name:
+            ignored.append((answer, f"answer for step {answer.step!r}, current step is {current.name!r}"))
+            continue
+        previous = (current.subscribers if outcomes is None else outcomes).get(answer.subscriber_id)
+        if previous is None:
+            ignored.append((answer, "subscriber is not waited for in this step"))
+            continue
+        if previous.outcome is not Outcome.waiting:
+            ignored.append((answer, f"subscriber already answered: {previous.outcome}"))
+            continue
+        if outcomes is None:
+            outcomes = dict(current.subscribers)
+        outcome = Outcome.done if answer.error is None else Outcome.error
+        outcomes[answer.subscriber_id] = SubscriberOutcome(outcome=outcome, error=answer.error, at=now)
+        stop = answer.error is not None and workflow.step(len(run.steps) - 1).on_error is OnError.stop
+        if stop or not _still_waiting(outcomes):
+            completed = _replace_current(run, _with_outcomes(current, outcomes))
+            return _complete_step(completed, workflow, now, subscribers), index
+    if outcomes is None:
+        return Transition(run, ignored="no answer applies"), index
+    return Transition(_replace_current(run, _with_outcomes(current, outcomes)), []), index
 
 
 def _deadline(run: Run, workflow: Workflow, now: datetime, subscribers: SubscriberLookup) -> Transition:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -11,10 +12,12 @@ from aiohttp.test_utils import TestClient
 
 from resotocore.bus.subscribers import STARTUP_GRACE
 from resotocore.config import CoreConfig
+from resotocore.db.store import Changes
+from resotocore.workflow import engine as engine_module
 from resotocore.workflow import machine as m
 from resotocore.workflow.engine import _first_changed
 from resotocore.workflow.model import EventTrigger, OnError, OnSurpass, Step, Workflow
-from resotolib.protocol import TaskId
+from resotolib.protocol import ActionDone, SubscriberId, TaskId, parse_message
 from tests.support import START, CoreClientFactory, FakeClock, answer, core_of, receive_json, settle, subscribe
 
 
@@ -335,3 +338,98 @@ def test_first_changed_step_is_found_wherever_the_change_is() -> None:
     assert _first_changed(run, replace(run, steps=(steps[0], step("b2"), steps[2]))) == 1  # info on an old step
     assert _first_changed(run, replace(run, status=m.RunStatus.failed)) == 3
     assert _first_changed(replace(run, steps=()), run) == 0
+
+
+def done(task_id: str, step: str = "work") -> ActionDone:
+    frame = f'{{"kind":"action_done","message_type":"{step}","data":{{"task":"{task_id}","step":"{step}"}}}}'
+    message = parse_message(frame)
+    assert isinstance(message, ActionDone)
+    return message
+
+
+async def test_answers_arriving_together_are_applied_and_committed_in_one_go(
+    core_client: CoreClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await core_client(workflows=one_step())
+    core = core_of(client)
+    sockets = [await subscribe(client, f"w{i}", "work") for i in range(20)]
+    _, body = await run(client)
+    for ws in sockets:
+        await receive_json(ws)
+    commits: list[Changes] = []
+    store_commit = core.store.commit
+
+    async def counted(changes: Changes) -> None:
+        commits.append(changes)
+        await store_commit(changes)
+
+    monkeypatch.setattr(core.store, "commit", counted)
+    for i in range(20):  # none of these waits: they are queued
+        await core.engine.receive(SubscriberId(f"w{i}"), done(body["task_id"]))
+    assert not commits
+    await settle(core)
+    state = await task(client, body["task_id"])
+    assert state["status"] == "succeeded" and len(state["steps"][0]["subscribers"]) == 20
+    assert len(commits) == 1  # twenty answers, the end of the step and of the run: one commit
+
+
+async def test_the_answer_that_completes_a_step_is_applied_before_receive_returns(
+    core_client: CoreClientFactory,
+) -> None:
+    client = await core_client(workflows=one_step())
+    ws = await subscribe(client, "w", "work")
+    _, body = await run(client)
+    await receive_json(ws)
+    engine = core_of(client).engine
+    await engine.receive(SubscriberId("w"), done(body["task_id"]))
+    assert engine.get(TaskId(body["task_id"])) is None  # the run ended: its last step is complete
+    assert (await task(client, body["task_id"]))["status"] == "succeeded"
+
+
+async def test_a_full_answer_queue_makes_the_sender_wait(
+    core_client: CoreClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "INBOX_LIMIT", 3)
+    client = await core_client(workflows=one_step())
+    core = core_of(client)
+    sockets = {sid: await subscribe(client, sid, "work") for sid in ("a", "b")}
+    _, body = await run(client)
+    for ws in sockets.values():
+        await receive_json(ws)
+    gate = asyncio.Event()
+    store_commit = core.store.commit
+
+    async def stuck(changes: Changes) -> None:
+        await gate.wait()
+        await store_commit(changes)
+
+    monkeypatch.setattr(core.store, "commit", stuck)
+    a = SubscriberId("a")
+    try:
+        await asyncio.wait_for(core.engine.receive(a, done(body["task_id"])), 1)  # queued; applying it waits
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(core.engine.receive(a, done(body["task_id"])), 1)  # duplicates fill the queue
+        await asyncio.wait_for(core.engine.receive(a, done(body["task_id"])), 1)
+        third = asyncio.create_task(core.engine.receive(a, done(body["task_id"])))
+        await asyncio.sleep(0.05)
+        assert not third.done()  # the queue is full: the sender waits, its socket is not read meanwhile
+    finally:
+        gate.set()
+    await asyncio.wait_for(third, 5)
+    await settle(core)
+    state = await task(client, body["task_id"])
+    assert state["waiting_for"] == ["b"] and state["steps"][0]["subscribers"]["a"]["outcome"] == "done"
+
+
+async def test_answers_queued_when_the_core_stops_are_stored(core_client: CoreClientFactory) -> None:
+    client = await core_client(workflows=one_step())
+    core = core_of(client)
+    sockets = [await subscribe(client, sid, "work") for sid in ("a", "b")]
+    _, body = await run(client)
+    for ws in sockets:
+        await receive_json(ws)
+    await core.engine.receive(SubscriberId("a"), done(body["task_id"]))  # queued: b is still awaited
+    await core.engine.stop()
+    stored = await core.store.run(TaskId(body["task_id"]))
+    assert stored is not None and stored.current is not None
+    assert stored.current.subscribers[SubscriberId("a")].outcome is m.Outcome.done

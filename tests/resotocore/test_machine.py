@@ -7,6 +7,8 @@ from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resotocore.workflow import machine as m
 from resotocore.workflow.codec import load_run_json, run_json
@@ -255,3 +257,56 @@ def test_the_copies_made_per_answer_carry_every_other_field_over() -> None:
     )  # fmt: skip
     other = replace(step, name="other")
     assert m._replace_current(run, other) == replace(run, steps=(step, other))
+
+
+A, B, C = SubscriberId("a"), SubscriberId("b"), SubscriberId("c")
+THREE_STEPS = Workflow(
+    id="wf",
+    name="wf",
+    steps=(
+        Step(name="s0", message_type="t0", on_error=OnError.stop),
+        Step(name="s1", message_type="t1"),
+        Step(name="s2", message_type="t2"),
+    ),
+)
+THREE_SUBS = lookup(
+    {
+        "t0": [("a", sub("t0")), ("b", sub("t0")), ("c", sub("t0"))],
+        "t1": [("a", sub("t1")), ("c", sub("t1", wait=False))],
+        "t2": [("b", sub("t2")), ("c", sub("t2"))],
+    }
+)
+SIDS = st.sampled_from([A, B, C, SubscriberId("stranger")])
+STEP_NAMES = st.sampled_from(["s0", "s1", "s2", "nope"])
+INPUTS = st.one_of(
+    st.builds(m.Answer, SIDS, STEP_NAMES, st.sampled_from([None, None, None, "boom"])),
+    st.builds(m.Info, SIDS, STEP_NAMES, st.just("info"), st.just("note")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(INPUTS, max_size=14))
+def test_a_batch_of_answers_is_the_same_as_one_answer_after_the_other(inputs: list[m.Answer | m.Info]) -> None:
+    started = m.advance(m.new_run(TaskId("t1"), THREE_STEPS, "manual", T0)[0], THREE_STEPS, m.Start(), T0, THREE_SUBS)
+    run, commands, ignored = started.run, list[m.Command](), list[tuple[m.Answer | m.Info, str]]()
+    for item in inputs:
+        one = m.advance(run, THREE_STEPS, item, T0, THREE_SUBS)
+        if one.ignored:
+            ignored.append((item, one.ignored))
+        else:
+            run, commands = one.run, commands + one.commands
+    batch, batch_ignored = m.advance_many(started.run, THREE_STEPS, inputs, T0, THREE_SUBS)
+    assert batch.run == run
+    assert batch.commands == commands
+    assert batch_ignored == ignored
+    assert batch.changed == (len(ignored) < len(inputs))
+
+
+def test_only_the_last_awaited_answer_may_complete_a_step() -> None:
+    started = m.advance(m.new_run(TaskId("t1"), THREE_STEPS, "manual", T0)[0], THREE_STEPS, m.Start(), T0, THREE_SUBS)
+    assert not m.may_complete(started.run, A)
+    after_a, _ = m.advance_many(started.run, THREE_STEPS, [m.Answer(A, "s0"), m.Answer(C, "s0")], T0, THREE_SUBS)
+    assert m.may_complete(after_a.run, B)
+    assert not m.may_complete(after_a.run, A)  # answered already: B is still awaited
+    failed = m.advance(started.run, THREE_STEPS, m.Answer(A, "s0", error="boom"), T0, THREE_SUBS).run
+    assert failed.status is m.RunStatus.failed and m.may_complete(failed, B)  # nothing to wait for
