@@ -133,4 +133,6 @@ def _after_gap(wall: datetime, zone: ZoneInfo) -> datetime:
 
 
 def _fires_every_hour(cron: str) -> bool:
-    return cron.split()[1] == "*"
+    """Whether the hour field names all 24 hours, however spelled ("*", "*/1", "0-23", a list of all)."""
+    hours = croniter.expand(cron)[0][1]
+    return hours == ["*"] or len(set(hours)) == 24  # croniter 7 expands all 24 hours to ["*"]

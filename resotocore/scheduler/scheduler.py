@@ -7,6 +7,7 @@ reconnect after a restart, so every observer connecting in that time receives it
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -67,7 +68,8 @@ class Scheduler:
         self._timers.clear()
 
     async def _catch_up_missed(self, entry: _Entry, last: datetime, now: datetime) -> None:
-        missed, latest = count_missed(entry.schedule, last, now)
+        # up to MAX_COUNTED_SLOTS take a second or two: count in a thread so the loop goes on serving
+        missed, latest = await asyncio.to_thread(count_missed, entry.schedule, last, now)
         if not missed or latest is None:
             return
         self.missed[entry.workflow_id] = missed

@@ -63,6 +63,24 @@ def test_fall_back_hourly_fires_every_real_hour() -> None:
     assert got == [utc(2026, 10, 25, 0, 0), utc(2026, 10, 25, 1, 0), utc(2026, 10, 25, 2, 0), utc(2026, 10, 25, 3, 0)]
 
 
+@pytest.mark.parametrize(
+    "hours", ["*/1", "0-23", "0-23/1", ",".join(str(hour) for hour in range(24)), "12-11", "0-11,12-23"]
+)
+def test_fall_back_any_every_hour_field_fires_every_real_hour(hours: str) -> None:
+    # the hour field is judged by the hours it names, not by how it is spelled
+    schedule = Schedule(f"0 {hours} * * *", "Europe/Berlin")
+    got = fires(schedule, utc(2026, 10, 24, 23, 30), 4)
+    # as "0 * * * *": local 02:00 CEST (00:00Z), 02:00 CET (01:00Z), 03:00 CET (02:00Z), 04:00 CET (03:00Z)
+    assert got == [utc(2026, 10, 25, 0, 0), utc(2026, 10, 25, 1, 0), utc(2026, 10, 25, 2, 0), utc(2026, 10, 25, 3, 0)]
+
+
+def test_fall_back_all_hours_but_one_fires_once_in_the_repeated_hour() -> None:
+    schedule = Schedule("0 0-22 * * *", "Europe/Berlin")
+    got = fires(schedule, utc(2026, 10, 24, 23, 30), 3)
+    # local 02:00 CEST (00:00Z) only, then 03:00 CET (02:00Z), 04:00 CET (03:00Z)
+    assert got == [utc(2026, 10, 25, 0, 0), utc(2026, 10, 25, 2, 0), utc(2026, 10, 25, 3, 0)]
+
+
 def every(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
     """start, start + step, ... up to and including end."""
     return [start + step * index for index in range((end - start) // step + 1)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from resotocore.bus.subscribers import STARTUP_GRACE
 from resotocore.config import CoreConfig
 from resotocore.db.store import Changes
+from resotocore.scheduler.cron import MAX_COUNTED_SLOTS, Schedule, count_missed
 from resotocore.workflow import engine as engine_module
 from resotocore.workflow import machine as m
 from resotocore.workflow.engine import _first_changed
@@ -175,6 +176,40 @@ async def test_missed_runs_are_caught_up_once_at_start(
     # the slots are consumed: a restart right after catches up nothing more
     client = await core_client(cfg, FakeClock(START + timedelta(hours=3, minutes=20)))
     assert core_of(client).scheduler.missed == {}
+
+
+async def test_counting_missed_slots_at_start_leaves_the_loop_serving(
+    core_client: CoreClientFactory, config: CoreConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = config.model_copy(update={"schedule": "* * * * *"})
+    await (await core_client(cfg)).close()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    seen: list[int] = []
+
+    def counted(schedule: Schedule, last: datetime, now: datetime) -> tuple[int, datetime | None]:
+        seen.append(ticks)
+        result = count_missed(schedule, last, now)
+        seen.append(ticks)
+        return result
+
+    monkeypatch.setattr("resotocore.scheduler.scheduler.count_missed", counted)
+    ticking = asyncio.create_task(ticker())
+    try:  # down for a year: far more slots than are counted
+        client = await core_client(cfg, FakeClock(START + timedelta(days=365)))
+    finally:
+        ticking.cancel()
+    before, after = seen
+    assert after > before  # the loop went on while the slots were counted
+    assert core_of(client).scheduler.missed == {"collect_and_cleanup": MAX_COUNTED_SLOTS}
+    history = await (await client.get("/workflows/collect_and_cleanup/runs")).json()
+    assert [r["trigger"] for r in history["runs"]] == [f"catch-up:{MAX_COUNTED_SLOTS} missed"]
 
 
 async def restart_after_three_missed_slots(
