@@ -1,6 +1,7 @@
 """The ``cleanup_plan`` and ``cleanup`` actions.
 
-cleanup_plan marks the expired, unprotected resources of this worker's clouds (the core's clean
+cleanup_plan first lifts its own earlier marks (reason ``expired``) from the resources of this worker's
+clouds that are no longer expired, then marks the expired, unprotected resources (the core's clean
 endpoint). cleanup fetches what is marked and not yet cleaned, deletes it wave by wave in delete-edge
 order (see ordering) with the collector of each resource's cloud, and writes the outcome back to the
 graph after every wave: ``cleaned`` plus an event log entry for each deleted resource, an event log
@@ -13,12 +14,12 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 from pydantic import JsonValue
 
-from resotolib.graph import CleanRequest, Filter, Node, NodePatch, SearchRequest
+from resotolib.graph import CleanRequest, Comparison, Filter, Node, NodePatch, SearchRequest
 from resotoworker.collector import Collector
 from resotoworker.handler import ActionFailed, GraphApi, Reporter, describe_error
 from resotoworker.ordering import DeletePlan, delete_waves
@@ -26,6 +27,8 @@ from resotoworker.ordering import DeletePlan, delete_waves
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+EXPIRED = "expired"
+"""The reason cleanup_plan marks with; only marks of this reason are lifted when they no longer hold."""
 LISTED_FAILURES = 10
 WRITE_BACK_BATCH = 1000
 WRITE_BACK_SECONDS = 5.0
@@ -33,12 +36,56 @@ WRITE_BACK_SECONDS = 5.0
 
 
 async def cleanup_plan(clouds: Sequence[str], client: GraphApi, graph: str, reporter: Reporter, now: datetime) -> int:
-    """Mark the expired resources of `clouds` for cleanup; returns how many were marked."""
+    """Mark the expired resources of `clouds` for cleanup; returns how many were marked.
+
+    First, marks set for expiry that no longer hold are lifted (see unmark_unexpired), so that a resource
+    whose expiry was removed or moved into the future since it was marked is not deleted.
+    """
+    unmarked = await unmark_unexpired(clouds, client, graph, now)
     selector = Filter(cloud=list(clouds), expired_before=now, protected=False, cleaned=False)
-    marked = await client.clean(graph, CleanRequest(filter=selector, reason="expired"))
-    log.info("expired_marked", clouds=list(clouds), marked=marked, expired_before=now.isoformat())
-    await reporter.info(f"marked {marked} expired resources of {', '.join(clouds)} for cleanup")
+    marked = await client.clean(graph, CleanRequest(filter=selector, reason=EXPIRED))
+    log.info("expired_marked", clouds=list(clouds), marked=marked, unmarked=unmarked, expired_before=now.isoformat())
+    message = f"marked {marked} expired resources of {', '.join(clouds)} for cleanup"
+    await reporter.info(f"{message}; unmarked {unmarked} no longer expired")
     return marked
+
+
+async def unmark_unexpired(clouds: Sequence[str], client: GraphApi, graph: str, now: datetime) -> int:
+    """Lift the marks of reason ``expired`` on the resources of `clouds` that are not cleaned and no longer
+    expired (no expiry, or not before `now`): the tags changed since, in the cloud (the next collect
+    recomputes the expiry) or through a patch. Marks of any other reason, and protected resources (never
+    deleted anyway), are left as they are. Each lifted mark gets an event log entry; returns how many."""
+    reason = Comparison(path="metadata.clean_reason", op="==", value=EXPIRED)
+    selector = Filter(cloud=list(clouds), clean=True, cleaned=False, protected=False, fields=[reason])
+    at = now.isoformat()
+    patches: list[NodePatch] = []
+    async for item in client.search(graph, SearchRequest(filter=selector)):
+        if isinstance(item, Node) and not still_expired(item, now):
+            expires = item.metadata.get("expires")
+            why = f"no longer expired: expires {expires}" if expires else "no longer expired: no expiry"
+            log.info("expired_unmarked", resource=describe(item), node_id=item.id, expires=expires)
+            patches.append(NodePatch(id=item.id, clean=False, event_log=[_entry(at, "unmarked", why)]))
+    unmarked = 0
+    for start in range(0, len(patches), WRITE_BACK_BATCH):
+        answer = await client.patch_nodes(graph, patches[start : start + WRITE_BACK_BATCH])
+        unmarked += int(answer.get("updated", 0))  # a node gone since the search (a merge) is not counted
+    return unmarked
+
+
+def still_expired(node: Node, now: datetime) -> bool:
+    """Whether the node's expiry (``metadata.expires``, as the core computes it) is before `now` in whole
+    seconds, as the core's ``expired_before`` compares; an expiry that cannot be read counts as expired,
+    so that such a mark stays as it was set."""
+    expires = node.metadata.get("expires")
+    if expires is None:
+        return False
+    try:
+        at = datetime.fromisoformat(expires) if isinstance(expires, str) else None
+    except ValueError:
+        at = None
+    if at is None:
+        return True
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)) < now.replace(microsecond=0)
 
 
 @dataclass

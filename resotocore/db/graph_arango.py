@@ -246,8 +246,10 @@ def _patch(txn: Transaction, graph: str, patches: list[NodePatch]) -> tuple[int,
             continue
         if p.cleaned is not None:
             doc["cleaned"] = p.cleaned
-        if p.clean is not None:
+        if p.clean is not None:  # lifting a mark drops its reason too, as in the SQLite backend
             doc["clean"] = p.clean
+            if not p.clean:
+                doc["clean_reason"] = None
         if p.event_log:
             doc["event_log"] = [*(doc.get("event_log") or []), *p.event_log]
         if p.tags:
@@ -261,7 +263,7 @@ def _patch(txn: Transaction, graph: str, patches: list[NodePatch]) -> tuple[int,
             doc["expires"] = reported_expires(doc["reported"])  # expiry follows the tags, as a merge derives it
         changed[p.id] = doc
         updated += 1
-    fields = ("_key", "cleaned", "clean", "event_log", "reported", "expires")
+    fields = ("_key", "cleaned", "clean", "clean_reason", "event_log", "reported", "expires")
     writes = [{**{k: d[k] for k in fields}, "digest": digest(d)} for d in changed.values()]
     for part in chunks(writes):
         txn.query(aql.update_nodes(part))

@@ -279,9 +279,8 @@ def _patch(db: sqlite3.Connection, graph: str, patches: list[NodePatch]) -> tupl
         if p.cleaned is not None:
             sets.append("cleaned = ?")
             params.append(int(p.cleaned))
-        if p.clean is not None:
-            sets.append("clean = ?")
-            params.append(int(p.clean))
+        if p.clean is not None:  # lifting a mark drops its reason too; setting one keeps the stored reason
+            sets.append("clean = 1" if p.clean else "clean = 0, clean_reason = NULL")
         if p.event_log:
             sets.append("event_log = ?")
             params.append(json.dumps([*json.loads(row[0] or "[]"), *p.event_log]))

@@ -258,6 +258,22 @@ async def test_clean_patch_list_and_delete(graphs: GraphStore) -> None:
     assert await graphs.graphs() == ["resoto"] and not await graphs.exists("g2")
 
 
+async def test_lifting_a_mark_drops_its_reason(graphs: GraphStore) -> None:
+    await merge(graphs, account().ndjson())
+    volume, instance = account().nodes[4].id, account().nodes[3].id
+    await graphs.clean("resoto", CleanRequest(filter=Filter(ids=[volume, instance]), reason="expired"))
+    patches = [NodePatch(id=volume, clean=False, event_log=[{"kind": "unmarked"}]), NodePatch(id=instance, clean=True)]
+    assert await graphs.patch("resoto", patches) == (2, [])
+    (lifted,) = await search(graphs, filter=Filter(ids=[volume]))
+    assert lifted["desired"] == {} and lifted["metadata"].get("clean_reason") is None
+    assert lifted["metadata"]["event_log"] == [{"kind": "unmarked"}]
+    (kept,) = await search(graphs, filter=Filter(ids=[instance]))  # marking again keeps the reason
+    assert kept["desired"] == {"clean": True} and kept["metadata"]["clean_reason"] == "expired"
+    assert await graphs.clean("resoto", CleanRequest(filter=Filter(ids=[volume]), reason="manual")) == 1
+    (marked,) = await search(graphs, filter=Filter(ids=[volume]))
+    assert marked["metadata"]["clean_reason"] == "manual"
+
+
 async def test_patching_tags_recomputes_expiry(graphs: GraphStore) -> None:
     """Expiry follows the tags a patch leaves, with the node's ctime, exactly as a merge derives it."""
     await merge(graphs, account().ndjson())

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from resotolib.graph import Edge, Filter, Node
+from resotolib.graph import Comparison, Edge, Filter, Node
 from resotoworker import cleanup as cleanup_module
 from resotoworker.cleanup import cleanup, cleanup_plan
 from resotoworker.handler import ActionFailed
@@ -25,7 +25,35 @@ async def test_cleanup_plan_marks_the_expired_resources_of_the_workers_clouds() 
     [request] = graph.cleans
     assert request.filter == Filter(cloud=["example", "aws"], expired_before=NOW, protected=False, cleaned=False)
     assert request.reason == "expired"
-    assert reporter.infos == [("info", "marked 7 expired resources of example, aws for cleanup")]
+    assert reporter.infos == [
+        ("info", "marked 7 expired resources of example, aws for cleanup; unmarked 0 no longer expired")
+    ]
+
+
+async def test_cleanup_plan_first_lifts_its_marks_from_resources_no_longer_expired() -> None:
+    def marked(provider_id: str, expires: str | None) -> Node:
+        node = resource(provider_id)
+        return node.model_copy(update={"metadata": {**node.metadata, "clean_reason": "expired", "expires": expires}})
+
+    items: list[Node | Edge] = [
+        marked("gone", None), marked("later", "2026-03-01T12:00:00Z"), marked("earlier", "2026-03-01T11:59:59Z"),
+        marked("unreadable", "soon"), marked("naive-later", "2026-03-02T00:00:00"),
+    ]  # fmt: skip
+    graph, reporter = FakeGraph(items, marked=2), RecordingReporter()
+    assert await cleanup_plan(["fake"], graph, "resoto", reporter, NOW.replace(microsecond=500)) == 2
+    [search] = graph.searches
+    reason = Comparison(path="metadata.clean_reason", op="==", value="expired")
+    assert search.filter == Filter(cloud=["fake"], clean=True, cleaned=False, protected=False, fields=[reason])
+    [patches] = graph.patches
+    assert [(p.id, p.clean, p.event_log[0]["message"]) for p in patches] == [
+        ("n-gone", False, "no longer expired: no expiry"),
+        ("n-later", False, "no longer expired: expires 2026-03-01T12:00:00Z"),  # not before now, in whole seconds
+        ("n-naive-later", False, "no longer expired: expires 2026-03-02T00:00:00"),
+    ]
+    assert {(e["at"], e["kind"]) for p in patches for e in p.event_log} == {
+        (NOW.replace(microsecond=500).isoformat(), "unmarked")
+    }
+    assert reporter.infos == [("info", "marked 2 expired resources of fake for cleanup; unmarked 3 no longer expired")]
 
 
 async def run_cleanup(

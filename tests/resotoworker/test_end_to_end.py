@@ -93,7 +93,9 @@ async def test_collect_and_cleanup_removes_expired_resources(
         for name in ("collect", "cleanup_plan", "cleanup"):
             assert steps[name]["subscribers"]["resoto.worker"]["outcome"] == "done", first
         [plan_info] = steps["cleanup_plan"]["info"]
-        assert plan_info["message"] == f"marked {len(doomed)} expired resources of example for cleanup"
+        assert plan_info["message"] == (
+            f"marked {len(doomed)} expired resources of example for cleanup; unmarked 0 no longer expired"
+        )
         [cleanup_info] = steps["cleanup"]["info"]
         assert cleanup_info["message"] == f"deleted {len(doomed)} of {len(doomed)} resources marked for cleanup"
 
