@@ -2,7 +2,8 @@
 
 cleanup_plan first lifts its own earlier marks (reason ``expired``) from the resources of this worker's
 clouds that are no longer expired, then marks the expired, unprotected resources (the core's clean
-endpoint). cleanup fetches what is marked and not yet cleaned, deletes it wave by wave in delete-edge
+endpoint). cleanup lifts such stale marks as well (cleanup_plan may have failed or not run), fetches
+what is marked and not yet cleaned, deletes it wave by wave in delete-edge
 order (see ordering) with the collector of each resource's cloud, and writes the outcome back to the
 graph after every wave: ``cleaned`` plus an event log entry for each deleted resource, an event log
 entry with the reason for each failed or skipped one.
@@ -60,7 +61,7 @@ async def unmark_unexpired(clouds: Sequence[str], client: GraphApi, graph: str, 
     at = now.isoformat()
     patches: list[NodePatch] = []
     async for item in client.search(graph, SearchRequest(filter=selector)):
-        if isinstance(item, Node) and not still_expired(item, now):
+        if isinstance(item, Node) and stale_mark(item, now):
             expires = item.metadata.get("expires")
             why = f"no longer expired: expires {expires}" if expires else "no longer expired: no expiry"
             log.info("expired_unmarked", resource=describe(item), node_id=item.id, expires=expires)
@@ -70,6 +71,11 @@ async def unmark_unexpired(clouds: Sequence[str], client: GraphApi, graph: str, 
         answer = await client.patch_nodes(graph, patches[start : start + WRITE_BACK_BATCH])
         unmarked += int(answer.get("updated", 0))  # a node gone since the search (a merge) is not counted
     return unmarked
+
+
+def stale_mark(node: Node, now: datetime) -> bool:
+    """Whether the node is marked for an expiry that no longer holds at `now`."""
+    return node.metadata.get("clean_reason") == EXPIRED and not still_expired(node, now)
 
 
 def still_expired(node: Node, now: datetime) -> bool:
@@ -109,7 +115,10 @@ async def cleanup(
     actor: str,
 ) -> CleanupResult:
     """Delete every resource of `collectors`' clouds marked for cleanup; raise ActionFailed if any is left."""
-    nodes, plan = await fetch_plan(client, graph, list(collectors))
+    now = clock()
+    if not dry_run:  # cleanup_plan lifts these too; it may not have run, or not to its end
+        await unmark_unexpired(list(collectors), client, graph, now)
+    nodes, plan = await fetch_plan(client, graph, list(collectors), now)
     log.info("cleanup_planned", resources=len(nodes), waves=len(plan.waves), cyclic=len(plan.cyclic), dry_run=dry_run)
     if dry_run:
         for number, wave in enumerate(plan.waves, 1):
@@ -210,14 +219,18 @@ class _Cleaner:
         await self.reporter.progress("cleanup", done, len(self.plan), [self.graph])
 
 
-async def fetch_plan(client: GraphApi, graph: str, clouds: list[str]) -> tuple[dict[str, Node], DeletePlan]:
-    """The resources marked for cleanup (not cleaned, not protected) and the order to delete them in."""
+async def fetch_plan(
+    client: GraphApi, graph: str, clouds: list[str], now: datetime
+) -> tuple[dict[str, Node], DeletePlan]:
+    """The resources marked for cleanup (not cleaned, not protected, not marked for an expiry that no
+    longer holds at `now`) and the order to delete them in."""
     selector = Filter(cloud=clouds, clean=True, cleaned=False, protected=False)
     nodes: dict[str, Node] = {}
     edges: list[tuple[str, str]] = []
     async for item in client.search(graph, SearchRequest(filter=selector, with_edges="delete")):
         if isinstance(item, Node):
-            nodes[item.id] = item
+            if not stale_mark(item, now):
+                nodes[item.id] = item
         elif item.edge_type == "delete":
             edges.append((item.from_id, item.to_id))
     return nodes, delete_waves(nodes, edges)

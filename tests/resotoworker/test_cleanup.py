@@ -72,7 +72,9 @@ async def test_cleanup_deletes_in_dependency_order_and_writes_back() -> None:
     items += [delete_edge("i1", "v1"), delete_edge("i1", "v2")]
     graph, collector = FakeGraph(items), FakeCollector()
     reporter = await run_cleanup(graph, collector)
-    [search] = graph.searches
+    [stale, search] = graph.searches  # first the marks for an expiry that no longer holds, lifted
+    reason = Comparison(path="metadata.clean_reason", op="==", value="expired")
+    assert stale.filter == Filter(cloud=["fake"], clean=True, cleaned=False, protected=False, fields=[reason])
     assert search.filter == Filter(cloud=["fake"], clean=True, cleaned=False, protected=False)
     assert search.with_edges == "delete"
     assert collector.deleted[:2] in (["i1", "b1"], ["b1", "i1"])

@@ -167,3 +167,19 @@ async def test_a_resource_still_expired_stays_marked_and_is_deleted(core: CoreCl
     assert_deleted(outcome.nodes["moved-but-past"], "expired")
     assert_unmarked(outcome.nodes["rescued"], "no longer expired: no expiry")
     assert outcome.plan_info == "marked 0 expired resources of fake for cleanup; unmarked 1 no longer expired"
+
+
+async def test_cleanup_alone_keeps_a_resource_no_longer_expired(core: CoreClient) -> None:
+    # cleanup_plan does not run again (it failed, or the worker has --cleanup without --cleanup-expired)
+    await core.merge("resoto", collected({"rescued": PAST, "expired": PAST}))
+    await cleanup_plan(["fake"], core, "resoto", RecordingReporter(), NOW)
+    rescued = (await nodes(core))["rescued"]
+    await core.patch_nodes("resoto", [NodePatch(id=rescued.id, tags={"resoto:expires": None})])
+    dry_run = RecordingReporter()
+    await cleanup({"fake": FakeCollector()}, core, "resoto", dry_run, **{**cleanup_options(), "dry_run": True})
+    assert [info for _, info in dry_run.infos] == ["dry run: would delete 1 resources; nothing deleted"]
+    assert (await nodes(core))["rescued"].desired == {"clean": True}  # a dry run changes nothing
+    collector = FakeCollector()
+    await cleanup({"fake": collector}, core, "resoto", RecordingReporter(), **cleanup_options())
+    assert collector.deleted == ["expired"]
+    assert_unmarked((await nodes(core))["rescued"], "no longer expired: no expiry")
