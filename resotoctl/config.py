@@ -54,7 +54,9 @@ class Ctl:
         return CoreClient(self.url, **_connection_kwargs(self.connection))
 
     def subscriber(self, subscriber_id: str, subscriptions: Sequence[Subscription]) -> ActionSubscriber:
-        return ActionSubscriber(self.url, subscriber_id, subscriptions, **_connection_kwargs(self.connection))
+        """A hook's subscriber: it owns its id, so finding the id taken before connecting ends it."""
+        kwargs = _connection_kwargs(self.connection)
+        return ActionSubscriber(self.url, subscriber_id, subscriptions, exclusive=True, **kwargs)
 
 
 def _connection_kwargs(connection: Connection) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Registration happens first, in one request that makes the given action types the
 set (those of an earlier run under the same id are removed), so a wrong URI, a refused key, a bad name
 or an id connected already (another hook runs) fails at once and changes nothing; then the library's
 ``ActionSubscriber`` keeps the channel (and reconnects), and an ``ActionRunner`` handles the actions one
-at a time.
+at a time. A hook that finds its id taken before it ever connected (two started at once, the other
+connected first) fails the same way and leaves the subscriptions to the hook that has the id.
 
 The core is told to wait ``--timeout`` plus the kill grace plus a margin, so the answer "timed out"
 arrives before the core gives up. SIGINT, SIGTERM or SIGHUP: the running command's group is stopped, its
@@ -61,7 +62,8 @@ async def serve(ctl: Ctl, options: SubscribeOptions) -> int:
             try:
                 await _handle_until_stopped(subscriber, ActionRunner(subscriber, options, ctl.url, stop), stop)
             finally:
-                await _unsubscribe(subscriber)
+                if subscriber.refused is None:  # refused: the subscriptions belong to the hook that has the id
+                    await _unsubscribe(subscriber)
     return stop.exit_code
 
 
@@ -73,6 +75,8 @@ async def _handle_until_stopped(subscriber: ActionSubscriber, runner: ActionRunn
         await asyncio.wait({consumer, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if consumer.done() and not stop.event.is_set():
             consumer.result()
+            if subscriber.refused is not None:  # another hook took the id between registering and connecting
+                raise CtlError(f"{subscriber.refused} (another hook running?)")
             raise CtlError("the action channel closed unexpectedly")
         if not runner.busy:
             consumer.cancel("stopping")

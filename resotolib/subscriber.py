@@ -113,7 +113,10 @@ class ActionSubscriber:
         rng: random.Random | None = None,
         psk: str | None = None,
         ca_cert: str | Path | None = None,
+        exclusive: bool = False,
     ) -> None:
+        """With `exclusive`, finding the id connected elsewhere before this subscriber ever connected ends it
+        (``refused`` says why) instead of waiting for the id: another process owns it."""
         if not subscriptions:
             raise ValueError("a subscriber needs at least one subscription")
         self.subscriber_id = SubscriberId(subscriber_id)
@@ -138,6 +141,9 @@ class ActionSubscriber:
         self._registration = asyncio.Lock()
         self._subscribed = True
         self._runner: asyncio.Task[None] | None = None
+        self._exclusive = exclusive
+        self.refused: str | None = None
+        """Why an exclusive subscriber ended without ever connecting (the id was connected elsewhere)."""
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -271,6 +277,10 @@ class ActionSubscriber:
                 event, attempt = "core_disconnected", 0
             except CoreError as e:
                 reason, event = str(e), _refusal_event(e)
+                if self._exclusive and event == "already_connected" and not self.stats.connections:
+                    self.refused = f"subscriber id {self.subscriber_id!r} is already connected: {reason}"
+                    self._log.error(event, reason=reason, hint="another process uses this subscriber id")
+                    break
             except Exception as e:  # the channel must outlive every failure; the next attempt starts afresh
                 self._log.exception("subscriber_failed")
                 reason, event = repr(e), "core_unreachable"

@@ -3,16 +3,23 @@ shows in the run history, and stopping it leaves no subscription and no process 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from resotoctl import subscribe as subscribe_command
+from resotoctl.config import Connection, Ctl
+from resotoctl.errors import CtlError
+from resotoctl.runner import SubscribeOptions
 from resotolib.client import CoreClient
+from resotolib.protocol import Subscription
+from resotolib.subscriber import ActionSubscriber
 from tests.resotoctl.support import CtlProcess, ctl, eventually, group_alive, read_int, script, until_async
 from tests.support import CoreProcess
 
@@ -166,3 +173,27 @@ async def test_a_second_hook_with_the_same_id_fails_and_leaves_the_running_one_a
     run = await run_metrics(client)
     assert run["status"] == "succeeded" and step(run)["subscribers"]["hook"]["outcome"] == "done"
     assert await stop(first, client) == 130
+
+
+async def test_a_hook_that_loses_its_id_before_connecting_fails_and_leaves_the_winner_alone(
+    core: CoreProcess, client: CoreClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two hooks started at once with one id: both register, then the other one connects first.
+    winner = ActionSubscriber(core.url, "hook", [Subscription(message_type=STEP)])
+    register = subscribe_command.register
+
+    async def register_then_lose_the_race(c: CoreClient, sid: str, subscriptions: Sequence[Subscription]) -> None:
+        await register(c, sid, subscriptions)
+        winner.start()
+        await asyncio.wait_for(winner.wait_connected(), 10)
+
+    monkeypatch.setattr(subscribe_command, "register", register_then_lose_the_race)
+    options = SubscribeOptions((STEP,), "hook", ("true",), timeout=5)
+    try:
+        with pytest.raises(CtlError, match=r"'hook' is already connected: .*\(another hook running\?\)"):
+            await asyncio.wait_for(subscribe_command.serve(Ctl(Connection(resotocore_uri=core.url)), options), 10)
+        registered = await client.subscriber("hook")
+        assert registered is not None and set(registered.subscriptions) == {STEP}  # the winner's, untouched
+        assert winner.connected
+    finally:
+        await winner.close()

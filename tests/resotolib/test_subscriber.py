@@ -188,6 +188,37 @@ async def test_a_channel_held_by_another_connection_is_retried_until_it_is_free(
     assert not [e for e in logs if e["event"] == "core_unreachable"]
 
 
+async def test_an_exclusive_subscriber_ends_when_its_id_is_taken_before_it_ever_connected(
+    core_client: CoreClientFactory, session: aiohttp.ClientSession
+) -> None:
+    client = await core_client()
+    url = str(client.server.make_url(""))
+    other = await subscribe(client, "w", "collect")  # another process owns the id
+    with capture_logs() as logs:
+        subscriber = ActionSubscriber(url, "w", SUBSCRIPTIONS, session=session, min_backoff=0.001, exclusive=True)
+        async with subscriber:
+            assert [a async for a in subscriber] == []  # the iteration ends: nothing to wait for
+    assert subscriber.refused is not None and "'w' is already connected: 429" in subscriber.refused
+    assert subscriber.stats.connections == 0 and subscriber.stats.failures == 0
+    held = await CoreClient(url, session=session).subscriber("w")
+    assert held is not None and set(held.subscriptions) == {"collect"}
+    assert [e["log_level"] for e in logs if e["event"] == "already_connected"] == ["error"]
+    await other.close()
+
+
+async def test_an_exclusive_subscriber_that_was_connected_waits_for_its_id_like_any(
+    core_client: CoreClientFactory, session: aiohttp.ClientSession
+) -> None:
+    client = await core_client()
+    url = str(client.server.make_url(""))
+    subscriber = ActionSubscriber(url, "w", SUBSCRIPTIONS, session=session, min_backoff=0.001, exclusive=True)
+    async with subscriber:
+        await asyncio.wait_for(subscriber.wait_connected(), 5)
+        await core_of(client).close_websockets()  # the core drops the channel; our old connection may linger
+        await until(lambda: subscriber.stats.connections == 2)
+    assert subscriber.refused is None
+
+
 async def test_unsubscribe_removes_the_subscriptions_and_stops_reconnecting(
     core_client: CoreClientFactory, session: aiohttp.ClientSession
 ) -> None:
