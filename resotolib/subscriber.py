@@ -5,7 +5,9 @@ Before every (re)connect it registers its subscriptions again as the whole set o
 ``PUT /subscriber/{id}``), so a core that lost them (restart, expiry) knows them once more, and
 subscriptions an earlier run under the same id had but this one does not are removed: the core stops
 sending those actions and stops waiting for this subscriber on them. While the id is connected elsewhere
-the core refuses (429, logged as ``already_connected``) and keeps the subscriptions it has. On any
+the core refuses (429, logged as ``already_connected``) and keeps the subscriptions it has. Right after
+connecting it registers once more, so the set of the process holding the id is the one that stays,
+whatever another process registered in between. On any
 failure it waits a capped exponential backoff with full jitter and tries again; the iteration over
 actions never fails because the core went away.
 
@@ -275,12 +277,12 @@ class ActionSubscriber:
             try:
                 reason = await self._connect_and_serve()
                 event, attempt = "core_disconnected", 0
+            except _IdTaken as e:
+                self.refused = f"subscriber id {self.subscriber_id!r} is already connected: {e}"
+                self._log.error("already_connected", reason=str(e), hint="another process uses this subscriber id")
+                break
             except CoreError as e:
                 reason, event = str(e), _refusal_event(e)
-                if self._exclusive and event == "already_connected" and not self.stats.connections:
-                    self.refused = f"subscriber id {self.subscriber_id!r} is already connected: {reason}"
-                    self._log.error(event, reason=reason, hint="another process uses this subscriber id")
-                    break
             except Exception as e:  # the channel must outlive every failure; the next attempt starts afresh
                 self._log.exception("subscriber_failed")
                 reason, event = repr(e), "core_unreachable"
@@ -296,12 +298,18 @@ class ActionSubscriber:
 
     async def _connect_and_serve(self) -> str:
         """Register, connect, serve until the socket closes; returns why it closed."""
-        if not await self._register():
-            return "unsubscribed"
+        try:
+            if not await self._register():
+                return "unsubscribed"
+        except CoreError as e:  # only the registration's answer tells a taken id from other refusals
+            if self._exclusive and not self.stats.connections and already_connected(e):
+                raise _IdTaken(str(e)) from e
+            raise
         path = ("subscriber", self.subscriber_id, "handle")
         async with self._client.websocket(*path, heartbeat=self._heartbeat, max_msg_size=self._max_msg_size) as ws:
             self._connected_to(ws)
             try:
+                await self._register(connected=True)
                 await self._flush_outbox(ws)
                 return await self._serve(ws)
             except TRANSPORT_ERRORS as e:
@@ -310,15 +318,19 @@ class ActionSubscriber:
                 self._ws = None
                 self._connected.clear()
 
-    async def _register(self) -> bool:
+    async def _register(self, connected: bool = False) -> bool:
         """Make the core's subscriptions of this id exactly ours (it may have lost them, or hold those of an
         earlier run with other message types); False once unsubscribed. While the id is connected (another
         process with the same id, or our previous connection the core has not seen go yet) the core refuses
-        with 429 and keeps the subscriptions it has."""
+        with 429 and keeps the subscriptions it has. Once `connected`, the id is ours and so is the set:
+        again, since another process may have registered between our registration and our connect."""
         async with self._registration:
             if not self._subscribed:
                 return False
-            await self._client.set_subscriptions(self.subscriber_id, self.subscriptions, unless_connected=True)
+            unless_connected = not connected
+            await self._client.set_subscriptions(
+                self.subscriber_id, self.subscriptions, unless_connected=unless_connected
+            )
             return True
 
     def _connected_to(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -381,6 +393,10 @@ class ActionSubscriber:
         while len(self._handling) > self._remember:  # never answered: the core has long given up on these
             self._handling.popitem(last=False)
         self._actions.put_nowait(action)
+
+
+class _IdTaken(Exception):
+    """An exclusive subscriber's registration found its id connected before it ever connected itself."""
 
 
 def _refusal_event(error: CoreError) -> str:

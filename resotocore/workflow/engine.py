@@ -142,10 +142,8 @@ class Engine:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._inbox_applied is not None:  # answers received are applied before the core stops
-            await asyncio.shield(self._inbox_applied)
         try:
-            await self._flush()
+            await self._flush()  # answers received are applied first
         except StoreError as e:
             log.error("store_flush_failed", error=str(e), reason="core stopping")
         for timer in self._timers.values():
@@ -193,6 +191,7 @@ class Engine:
         if workflow is None:
             raise UnknownWorkflow(workflow_id)
         async with self._lock:
+            await self._apply_queued()
             running = tuple(r.id for r in self._running_of(workflow_id))
             decision = decide(workflow.on_surpass, running, workflow_id in self._queued)
             changes = Changes(trigger_times=dict(fired or {}))
@@ -235,7 +234,7 @@ class Engine:
         self._inbox.append((task_id, item))
         if self._inbox_applied is None:
             self._inbox_applied = asyncio.get_running_loop().create_future()
-            self.spawn(self._apply_inbox(self._inbox_applied))
+            self.spawn(self._apply_inbox())
         if len(self._inbox) >= INBOX_LIMIT:
             await asyncio.shield(self._inbox_applied)
 
@@ -259,41 +258,52 @@ class Engine:
 
     async def _apply(self, task_id: TaskId, event: m.Input) -> None:
         async with self._lock:
+            await self._apply_queued()
             run = self._runs.get(task_id)
             if run is None:
                 _ignored(task_id, event, "no such running task")
                 return
             await self._apply_to(run, event)
 
-    async def _apply_inbox(self, applied: asyncio.Future[None]) -> None:
-        """Apply every queued answer and info message in order, each run's in one transition; one commit."""
+    async def _apply_inbox(self) -> None:
+        async with self._lock:
+            await self._apply_queued()
+
+    async def _apply_queued(self) -> None:
+        """Apply the queued answers and info messages in order, each run's in one transition, and commit
+        them once. The caller holds the lock; every holder calls this first, so inputs take effect in the
+        order they came in (an answer queued before a cancel, a removal or an event is applied before it)."""
+        if not self._inbox:
+            return
+        inbox, applied = self._inbox, self._inbox_applied
+        self._inbox, self._inbox_applied = [], None
         try:
-            async with self._lock:
-                inbox, self._inbox, self._inbox_applied = self._inbox, [], None
-                transitions, changes, runs = [], Changes(), dict(self._runs)
-                for task_id, group in itertools.groupby(inbox, key=itemgetter(0)):  # in order, per run
-                    inputs = [item for _, item in group]
-                    run = runs.get(task_id)
-                    if run is None or run.status is not m.RunStatus.running:
-                        for item in inputs:
-                            _ignored(task_id, item, "no such running task")
-                        continue
+            transitions, changes, runs = [], Changes(), dict(self._runs)
+            for task_id, group in itertools.groupby(inbox, key=itemgetter(0)):  # in order, per run
+                inputs = [item for _, item in group]
+                run = runs.get(task_id)
+                if run is None or run.status is not m.RunStatus.running:
+                    for item in inputs:
+                        _ignored(task_id, item, "no such running task")
+                    continue
+                try:
                     workflow = self.workflows[run.workflow_id]
                     now = self._clock.now()
                     transition, ignored = m.advance_many(run, workflow, inputs, now, self._registry.lookup)
-                    for item, reason in ignored:
-                        _ignored(task_id, item, reason)
-                    if transition.changed:
-                        runs[task_id] = transition.run
-                        changes.add_run(transition.run, _first_changed(run, transition.run))
-                        transitions.append(transition)
-                if transitions:
-                    await self._commit(changes)
-                    self._execute(transitions)
+                except Exception:  # a bug applying one run's answers must not lose the other runs' answers
+                    log.exception("answers_failed", task=task_id, answers=len(inputs))
+                    continue
+                for item, reason in ignored:
+                    _ignored(task_id, item, reason)
+                if transition.changed:
+                    runs[task_id] = transition.run
+                    changes.add_run(transition.run, _first_changed(run, transition.run))
+                    transitions.append(transition)
+            if transitions:
+                await self._commit(changes)
+                self._execute(transitions)
         finally:
-            if self._inbox_applied is applied:  # cancelled before taking the inbox: the next submit retries
-                self._inbox_applied = None
-            if not applied.done():
+            if applied is not None and not applied.done():
                 applied.set_result(None)
 
     async def _apply_to(self, run: m.Run, event: m.Input) -> None:
@@ -368,6 +378,7 @@ class Engine:
         """Commit the changes of this loop iteration that have no effects of their own."""
         self._flush_scheduled = False
         async with self._lock:
+            await self._apply_queued()
             if self._dirty.runs:
                 await self._commit(Changes())
 
@@ -454,6 +465,7 @@ class Engine:
 
     async def _locked(self, fn: Callable[[str], Awaitable[None]], arg: str) -> None:
         async with self._lock:
+            await self._apply_queued()
             if not self._running_of(arg):
                 await fn(arg)
 

@@ -468,3 +468,36 @@ async def test_answers_queued_when_the_core_stops_are_stored(core_client: CoreCl
     stored = await core.store.run(TaskId(body["task_id"]))
     assert stored is not None and stored.current is not None
     assert stored.current.subscribers[SubscriberId("a")].outcome is m.Outcome.done
+
+
+async def test_an_answer_received_before_a_removal_or_a_cancel_is_applied_before_it(
+    core_client: CoreClientFactory,
+) -> None:
+    client = await core_client(workflows=one_step(on_error=OnError.stop))
+    core = core_of(client)
+    sockets = [await subscribe(client, sid, "work") for sid in ("a", "b", "c")]
+    _, body = await run(client)
+    for ws in sockets:
+        await receive_json(ws)
+    task_id = TaskId(body["task_id"])
+    # a answers (queued: b and c are still awaited), then leaves at once: a hook answering and unsubscribing
+    await core.engine.receive(SubscriberId("a"), done(task_id))
+    await core.registry.remove_subscription(SubscriberId("a"), "work", core.clock.now())
+    await core.engine.receive(SubscriberId("b"), done(task_id))  # queued as well: c is still awaited
+    await core.engine.cancel(task_id, "stopped by hand")
+    await settle(core)
+    outcomes = (await task(client, task_id))["steps"][0]["subscribers"]
+    assert {sid: o["outcome"] for sid, o in outcomes.items()} == {"a": "done", "b": "done", "c": "cancelled"}
+
+
+async def test_a_trigger_after_the_last_answers_sees_the_run_ended(core_client: CoreClientFactory) -> None:
+    client = await core_client(workflows=one_step(OnSurpass.skip))
+    core = core_of(client)
+    sockets = [await subscribe(client, sid, "work") for sid in ("a", "b")]
+    _, body = await run(client)
+    for ws in sockets:
+        await receive_json(ws)
+    for sid in ("a", "b"):  # both queued (b behind a): the run ends when they are applied
+        await core.engine.receive(SubscriberId(sid), done(body["task_id"]))
+    result = await core.engine.trigger("wf", "event:go")  # e.g. an event sent right after the answers
+    assert result.status == "started", result

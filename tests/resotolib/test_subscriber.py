@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from resotocore.app import create_app
 from resotocore.config import CoreConfig
-from resotolib.client import CoreClient
+from resotolib.client import CoreClient, CoreError
 from resotolib.protocol import (
     Action,
     ActionData,
@@ -217,6 +217,51 @@ async def test_an_exclusive_subscriber_that_was_connected_waits_for_its_id_like_
         await core_of(client).close_websockets()  # the core drops the channel; our old connection may linger
         await until(lambda: subscriber.stats.connections == 2)
     assert subscriber.refused is None
+
+
+async def test_a_registration_slipping_in_before_the_connect_is_undone_once_connected(
+    core_client: CoreClientFactory, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await core_client()
+    url = str(client.server.make_url(""))
+    other = CoreClient(url, session=session)
+    subscriber = ActionSubscriber(url, "w", SUBSCRIPTIONS, session=session, exclusive=True)
+    register = subscriber._register
+
+    async def another_process_registers_right_after(connected: bool = False) -> bool:
+        registered = await register(connected)
+        if not connected:  # a second hook with the same id, started at the same moment, registers now
+            await other.set_subscriptions("w", [Subscription(message_type="cleanup")], unless_connected=True)
+        return registered
+
+    monkeypatch.setattr(subscriber, "_register", another_process_registers_right_after)
+    async with subscriber:
+        await asyncio.wait_for(subscriber.wait_connected(), 5)
+        await until(lambda: subscriber.stats.connections == 1)
+        held = await other.subscriber("w")
+        assert held is not None and set(held.subscriptions) == {"collect", "post_collect"}  # the holder's own
+
+
+async def test_an_exclusive_subscriber_retries_a_refused_handshake(
+    core_client: CoreClientFactory, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a 429 to the handshake says nothing about whom (the id, or a flood of new tokens): the next
+    # registration's answer tells, so the subscriber tries again
+    client = await core_client()
+    url = str(client.server.make_url(""))
+    subscriber = ActionSubscriber(url, "w", SUBSCRIPTIONS, session=session, min_backoff=0.001, exclusive=True)
+    websocket = subscriber._client.websocket
+    refusals = [CoreError(429, "websocket /subscriber/w/handle refused: Too Many Requests")]
+
+    def refused_once(*path: str, **kwargs: Any) -> Any:
+        if refusals:
+            raise refusals.pop()
+        return websocket(*path, **kwargs)
+
+    monkeypatch.setattr(subscriber._client, "websocket", refused_once)
+    async with subscriber:
+        await asyncio.wait_for(subscriber.wait_connected(), 5)
+    assert subscriber.refused is None and subscriber.stats.failures == 1
 
 
 async def test_unsubscribe_removes_the_subscriptions_and_stops_reconnecting(
