@@ -16,6 +16,7 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
+from tests.resotoctl.support import until_async
 from tests.support import CoreProcess
 
 StartCore = Callable[..., Awaitable[CoreProcess]]
@@ -107,6 +108,54 @@ async def test_sigkill_mid_step_resumes_that_step_once(
             for p in ("pre_", "", "post_")
         ]  # fmt: skip
         assert all(s["success"] for s in steps)
+
+
+async def test_sigkill_after_some_answers_of_a_step_asks_only_the_others_again(
+    core_process: StartCore, tmp_path: Path
+) -> None:
+    # several subscribers on one step: the answers that cannot complete it are applied in batches
+    async with aiohttp.ClientSession() as session:
+        core = await core_process()
+        workers = [Worker(session, f"w{i}", "collect") for i in range(3)]
+        for worker in workers:
+            await worker.connect(core.url)
+        async with session.post(f"{core.url}/workflows/collect/run") as r:
+            task_id = (await r.json())["task_id"]
+        actions = [await worker.next_action() for worker in workers]
+        for worker, action in zip(workers[:2], actions, strict=False):
+            await worker.done(action)
+        task_url = f"{core.url}/tasks/{task_id}"
+
+        async def only_w2_awaited() -> bool:  # then both answers are stored: a request sees committed state
+            return bool((await get_json(session, task_url))["waiting_for"] == ["w2"])
+
+        await until_async(only_w2_awaited)
+        core.kill()
+        assert await core.wait() == -signal.SIGKILL
+        for worker in workers:
+            assert worker.ws is not None
+            await worker.ws.close()
+
+        core = await core_process(data_dir=core.data_dir)
+        for worker in workers:
+            await worker.connect(core.url)
+        action = await workers[2].next_action()  # only the one that had not answered is asked again
+        assert (action["message_type"], action["data"]["task"]) == ("collect", task_id)
+        await workers[2].done(action)
+
+        async def ended() -> dict[str, Any] | None:
+            state: dict[str, Any] = await get_json(session, f"{core.url}/tasks/{task_id}")
+            return state if state["status"] != "running" else None
+
+        run = await until_async(ended)
+        collect = next(s for s in run["steps"] if s["name"] == "collect")
+        assert {sid: o["outcome"] for sid, o in collect["subscribers"].items()} == dict.fromkeys(
+            ("w0", "w1", "w2"), "done"
+        )
+        for worker in workers[:2]:  # nothing was sent to those that had answered
+            assert worker.ws is not None
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(worker.ws.receive(), 0.2)
 
 
 async def test_sigterm_stops_cleanly_and_closes_websockets(core_process: StartCore) -> None:
