@@ -7,6 +7,10 @@ come (never buffered whole) and handed to ``on_line``; the last stderr lines are
 
 When the command exits by itself, output still held open by processes it left behind is read for a
 short drain period only; those processes are not killed (only a timeout or a stop ends the group).
+
+A cancellation ends the whole group too, also while the command is being started, and goes on only once
+the command has exited and been reaped: nothing of it runs on, and its exit is never left for a loop that
+may be about to close (whose process object would then still count the command as running).
 """
 
 from __future__ import annotations
@@ -90,10 +94,7 @@ async def run_child(
     tail = Tail()
     async with _output_pipe() as out, _output_pipe() as err:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, env=dict(env), start_new_session=True,
-                stdin=asyncio.subprocess.PIPE, stdout=out.child_end, stderr=err.child_end,
-            )  # fmt: skip
+            proc = await _start(argv, env, out.child_end, err.child_end)
         except OSError as e:
             return ChildResult(Ended.not_started, None, "", 0.0, timeout, reason=f"{argv[0]}: {e.strerror or e}")
         finally:
@@ -135,13 +136,39 @@ async def _supervise(
             await _terminate(proc, kill_grace)
         await _drain(readers, DRAIN_SECONDS)
     finally:
-        if proc.returncode is None:  # cancelled: nothing of the command may outlive us
-            _signal_group(proc.pid, signal.SIGKILL)
-        tasks = (*readers, feeder, waiter, stopper)
-        for task in tasks:
+        helpers = (*readers, feeder, stopper)
+        for task in helpers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if proc.returncode is None:  # cancelled: nothing of the command may outlive us
+            await _kill(proc)
+        await asyncio.gather(*helpers, waiter, return_exceptions=True)
     return ended
+
+
+async def _start(argv: Sequence[str], env: Mapping[str, str], stdout: int, stderr: int) -> asyncio.subprocess.Process:
+    """Start the command in a session (and so a process group) of its own.
+
+    A cancellation while it starts does not reach the start: asyncio would then kill the command's first
+    process only, and the processes it has started already would run on. The start finishes, the whole
+    group is killed, and the cancellation goes on once the command has been reaped.
+    """
+    start = asyncio.create_subprocess_exec(
+        *argv, env=dict(env), start_new_session=True,
+        stdin=asyncio.subprocess.PIPE, stdout=stdout, stderr=stderr,
+    )  # fmt: skip
+    starting = asyncio.ensure_future(start)
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        starting.add_done_callback(_kill_started)  # the kill happens even if this wait is cancelled again
+        with contextlib.suppress(OSError):  # it did not start: nothing to end
+            await (await asyncio.shield(starting)).wait()
+        raise
+
+
+def _kill_started(starting: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    if not starting.cancelled() and starting.exception() is None:
+        _signal_group(starting.result().pid, signal.SIGKILL)
 
 
 class _OutputPipe:
@@ -217,6 +244,11 @@ async def _terminate(proc: asyncio.subprocess.Process, grace: float) -> None:
     _signal_group(proc.pid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), grace)
+    await _kill(proc)
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL to the command's group; returns once the command has exited and been reaped."""
     _signal_group(proc.pid, signal.SIGKILL)
     await proc.wait()
 

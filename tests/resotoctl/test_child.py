@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,30 @@ from resotoctl.child import ChildResult, Ended, error_text, run_child
 from tests.resotoctl.support import eventually, group_alive, read_int, script
 
 Lines = list[tuple[str, str]]
+
+
+def runs(command: Path) -> bool:
+    """Some process runs ``command`` (a process is started only once it runs what it was given)."""
+    wanted = str(command).encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if wanted in cmdline.read_bytes().split(b"\0"):
+                return True
+    return False
+
+
+def written_meanwhile(path: Path, within: float = 10) -> int:
+    """The number a command writes to ``path``, waited for without letting the event loop run."""
+    deadline = time.monotonic() + within
+    while (value := read_int(path)) is None:
+        assert time.monotonic() < deadline, f"nothing written to {path} within {within}s"
+        time.sleep(0.001)
+    return value
+
+
+def reaped(pid: int) -> bool:
+    """The process has ended and its exit status has been collected (not even a zombie is left)."""
+    return not Path(f"/proc/{pid}").exists()
 
 
 async def run(
@@ -83,6 +108,19 @@ async def test_cancelling_leaves_nothing_running(tmp_path: Path) -> None:
     pgid = await eventually(lambda: read_int(tmp_path / "pid"))
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
+    assert reaped(pgid)  # its end is seen before the cancellation is through, not left to a loop about to close
+    await eventually(lambda: not group_alive(pgid), within=2)
+
+
+async def test_cancelling_while_the_command_starts_leaves_nothing_running(tmp_path: Path) -> None:
+    command = script(tmp_path, "fork.sh", f"sleep 60 &\necho $$ > {tmp_path}/pid\nwait\n")
+    running = asyncio.create_task(run(command))
+    while not runs(command):  # noqa: ASYNC110 - a step of the loop at a time: the start is not through yet
+        await asyncio.sleep(0)
+    pgid = written_meanwhile(tmp_path / "pid")  # the loop stands still: the command's own child runs, the start waits
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert reaped(pgid)
     await eventually(lambda: not group_alive(pgid), within=2)
 
 
