@@ -234,7 +234,8 @@ class Engine:
         self._inbox.append((task_id, item))
         if self._inbox_applied is None:
             self._inbox_applied = asyncio.get_running_loop().create_future()
-            self.spawn(self._apply_inbox())
+            # one loop iteration later than a task would: answers of the next iteration join the batch too
+            asyncio.get_running_loop().call_soon(self._start_applying)
         if len(self._inbox) >= INBOX_LIMIT:
             await asyncio.shield(self._inbox_applied)
 
@@ -264,6 +265,9 @@ class Engine:
                 _ignored(task_id, event, "no such running task")
                 return
             await self._apply_to(run, event)
+
+    def _start_applying(self) -> None:
+        self.spawn(self._apply_inbox())
 
     async def _apply_inbox(self) -> None:
         async with self._lock:
