@@ -307,9 +307,9 @@ class ActionSubscriber:
             raise
         path = ("subscriber", self.subscriber_id, "handle")
         async with self._client.websocket(*path, heartbeat=self._heartbeat, max_msg_size=self._max_msg_size) as ws:
-            self._connected_to(ws)
             try:
                 await self._register(connected=True)
+                self._connected_to(ws)
                 await self._flush_outbox(ws)
                 return await self._serve(ws)
             except TRANSPORT_ERRORS as e:
@@ -327,10 +327,7 @@ class ActionSubscriber:
         async with self._registration:
             if not self._subscribed:
                 return False
-            unless_connected = not connected
-            await self._client.set_subscriptions(
-                self.subscriber_id, self.subscriptions, unless_connected=unless_connected
-            )
+            await self._client.set_subscriptions(self.subscriber_id, self.subscriptions, unless_connected=not connected)
             return True
 
     def _connected_to(self, ws: aiohttp.ClientWebSocketResponse) -> None:

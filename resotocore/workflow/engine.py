@@ -501,13 +501,12 @@ class Engine:
 
 
 def _input(sid: SubscriberId, message: ActionDone | ActionError | ActionInfo) -> m.Answer | m.Info:
-    data = message.data
     match message:
-        case ActionInfo():
-            return m.Info(sid, data.step, message.data.level, message.data.message)
-        case ActionError():
-            return m.Answer(sid, data.step, message.data.error)
-        case ActionDone():
+        case ActionInfo(data=data):
+            return m.Info(sid, data.step, data.level, data.message)
+        case ActionError(data=data):
+            return m.Answer(sid, data.step, data.error)
+        case ActionDone(data=data):
             return m.Answer(sid, data.step)
 
 

@@ -431,10 +431,11 @@ async def test_a_full_answer_queue_makes_the_sender_wait(
     _, body = await run(client)
     for ws in sockets.values():
         await receive_json(ws)
-    gate = asyncio.Event()
+    entered, gate = asyncio.Event(), asyncio.Event()
     store_commit = core.store.commit
 
     async def stuck(changes: Changes) -> None:
+        entered.set()
         await gate.wait()
         await store_commit(changes)
 
@@ -442,11 +443,12 @@ async def test_a_full_answer_queue_makes_the_sender_wait(
     a = SubscriberId("a")
     try:
         await asyncio.wait_for(core.engine.receive(a, done(body["task_id"])), 1)  # queued; applying it waits
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(entered.wait(), 1)  # the engine holds its lock in the commit
         await asyncio.wait_for(core.engine.receive(a, done(body["task_id"])), 1)  # duplicates fill the queue
         await asyncio.wait_for(core.engine.receive(a, done(body["task_id"])), 1)
         third = asyncio.create_task(core.engine.receive(a, done(body["task_id"])))
-        await asyncio.sleep(0.05)
+        for _ in range(3):  # a receive that does not wait is done after its first step
+            await asyncio.sleep(0)
         assert not third.done()  # the queue is full: the sender waits, its socket is not read meanwhile
     finally:
         gate.set()

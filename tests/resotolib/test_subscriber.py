@@ -40,10 +40,12 @@ SUBSCRIPTIONS = [Subscription(message_type="collect", timeout=30), Subscription(
 
 
 def fast(
-    url: str, session: aiohttp.ClientSession, subscriptions: list[Subscription] = SUBSCRIPTIONS
+    url: str, session: aiohttp.ClientSession, subscriptions: list[Subscription] = SUBSCRIPTIONS, exclusive: bool = False
 ) -> ActionSubscriber:
     """A subscriber with tiny backoffs, so reconnects take milliseconds."""
-    return ActionSubscriber(url, "w", subscriptions, session=session, min_backoff=0.001, max_backoff=0.01)
+    return ActionSubscriber(
+        url, "w", subscriptions, session=session, min_backoff=0.001, max_backoff=0.01, exclusive=exclusive
+    )
 
 
 @pytest.fixture
@@ -195,7 +197,7 @@ async def test_an_exclusive_subscriber_ends_when_its_id_is_taken_before_it_ever_
     url = str(client.server.make_url(""))
     other = await subscribe(client, "w", "collect")  # another process owns the id
     with capture_logs() as logs:
-        subscriber = ActionSubscriber(url, "w", SUBSCRIPTIONS, session=session, min_backoff=0.001, exclusive=True)
+        subscriber = fast(url, session, exclusive=True)
         async with subscriber:
             assert [a async for a in subscriber] == []  # the iteration ends: nothing to wait for
     assert subscriber.refused is not None and "'w' is already connected: 429" in subscriber.refused
@@ -211,7 +213,7 @@ async def test_an_exclusive_subscriber_that_was_connected_waits_for_its_id_like_
 ) -> None:
     client = await core_client()
     url = str(client.server.make_url(""))
-    subscriber = ActionSubscriber(url, "w", SUBSCRIPTIONS, session=session, min_backoff=0.001, exclusive=True)
+    subscriber = fast(url, session, exclusive=True)
     async with subscriber:
         await asyncio.wait_for(subscriber.wait_connected(), 5)
         await core_of(client).close_websockets()  # the core drops the channel; our old connection may linger
@@ -225,7 +227,7 @@ async def test_a_registration_slipping_in_before_the_connect_is_undone_once_conn
     client = await core_client()
     url = str(client.server.make_url(""))
     other = CoreClient(url, session=session)
-    subscriber = ActionSubscriber(url, "w", SUBSCRIPTIONS, session=session, exclusive=True)
+    subscriber = fast(url, session, exclusive=True)
     register = subscriber._register
 
     async def another_process_registers_right_after(connected: bool = False) -> bool:
@@ -236,8 +238,7 @@ async def test_a_registration_slipping_in_before_the_connect_is_undone_once_conn
 
     monkeypatch.setattr(subscriber, "_register", another_process_registers_right_after)
     async with subscriber:
-        await asyncio.wait_for(subscriber.wait_connected(), 5)
-        await until(lambda: subscriber.stats.connections == 1)
+        await asyncio.wait_for(subscriber.wait_connected(), 5)  # connected: registered once more too
         held = await other.subscriber("w")
         assert held is not None and set(held.subscriptions) == {"collect", "post_collect"}  # the holder's own
 
@@ -249,7 +250,7 @@ async def test_an_exclusive_subscriber_retries_a_refused_handshake(
     # registration's answer tells, so the subscriber tries again
     client = await core_client()
     url = str(client.server.make_url(""))
-    subscriber = ActionSubscriber(url, "w", SUBSCRIPTIONS, session=session, min_backoff=0.001, exclusive=True)
+    subscriber = fast(url, session, exclusive=True)
     websocket = subscriber._client.websocket
     refusals = [CoreError(429, "websocket /subscriber/w/handle refused: Too Many Requests")]
 
