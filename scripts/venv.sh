@@ -16,3 +16,18 @@ ensure_venv() {
         touch "$stamp"
     fi
 }
+
+# Resoto's published client library, for the compatibility tests (tests/test_resoto_client.py): in a
+# virtualenv of its own, since its distribution has the name of this project's `resotolib`.
+RESOTO_CLIENT_VENV="${RESOTO_CLIENT_VENV:-$ROOT/.venv-resoto-client}"
+RESOTO_CLIENT="resotolib==3.9.0"
+
+ensure_resoto_client() {
+    local stamp="$RESOTO_CLIENT_VENV/.installed-$RESOTO_CLIENT"
+    if [[ ! -f "$stamp" ]]; then
+        "$PYTHON" -m venv "$RESOTO_CLIENT_VENV"
+        "$RESOTO_CLIENT_VENV/bin/python" -m pip install --quiet "$RESOTO_CLIENT"
+        rm -f "$RESOTO_CLIENT_VENV"/.installed-*
+        touch "$stamp"
+    fi
+}

@@ -27,6 +27,8 @@ from resotocore.core import CORE, Core
 from resotocore.db.arango_conn import ArangoConnection
 
 START = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
+NEVER = "0 0 1 1 *"
+"""A schedule that does not fire during a test, so only the runs a test starts exist."""
 
 
 class FakeTimer:

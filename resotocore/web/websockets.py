@@ -203,7 +203,9 @@ async def _common(core: Core, msg: Message) -> None:
             core.engine.emit_event(msg.message_type, dict(msg.data), trigger=False)
             results = await core.engine.on_event(msg.message_type, dict(msg.data))
             for result in results:
-                log.info("event_trigger", event=msg.message_type, workflow=result.workflow_id, status=result.status)
+                log.info(
+                    "event_trigger", message_type=msg.message_type, workflow=result.workflow_id, status=result.status
+                )
         case Action():
             raise ProtocolError("clients must not send 'action' messages")
         case Authorization():

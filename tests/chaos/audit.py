@@ -4,7 +4,7 @@ deletion of the example cloud against its journal, the worker's logs and the clo
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,9 +103,19 @@ class DeleteAudit:
         self.lost += other.lost
 
 
-def acknowledged(worker_log: Iterable[tuple[int, dict[str, Any]]]) -> Counter[tuple[int, str]]:
-    """(pid, node id) of every deletion a worker reported done (``resource_deleted``)."""
-    return Counter((pid, str(e["node_id"])) for pid, e in worker_log if e.get("event") == "resource_deleted")
+def acknowledged(worker_log: Iterable[tuple[int, Mapping[str, Any]]]) -> Counter[tuple[int, str]]:
+    """(pid, node id) of every deletion a worker reported done (``resource_deleted``), less those that
+    found the resource gone already (deleted by a cleanup killed before it wrote ``cleaned`` back): the
+    cloud did nothing for them, and the worker rightly records them cleaned."""
+    done: Counter[tuple[int, str]] = Counter()
+    gone: Counter[tuple[int, str]] = Counter()
+    for pid, entry in worker_log:
+        match entry.get("event"):
+            case "resource_deleted":
+                done[(pid, str(entry["node_id"]))] += 1
+            case "example_resource_already_gone":
+                gone[(pid, str(entry["node_id"]))] += 1
+    return done - gone
 
 
 def audit_deletes(state: CloudState, acks: Counter[tuple[int, str]]) -> DeleteAudit:

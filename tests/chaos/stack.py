@@ -21,12 +21,10 @@ from typing import Any, Literal
 import aiohttp
 
 from tests.chaos.procs import ChaosProcess
-from tests.support import free_ports
+from tests.support import NEVER, free_ports
 
 WORKFLOW = "collect_and_cleanup"
 GRAPH = "resoto"
-NEVER = "0 0 1 1 *"
-"""The core's schedule: the cron never fires during a test; only the harness starts runs."""
 KINDS = ("core", "worker", "metrics", "script")
 SUBSCRIBERS = 3
 """worker, metrics and script: connected to their action channels when the stack is whole."""

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from resotolib.graph import Node
 from resotoworker.collector import CollectorContext, GraphBatch
 from resotoworker.collectors.example import ExampleCollector
 from resotoworker.collectors.example_cloud import STATE_FILE, ExampleCloud, Resource
-from tests.chaos.audit import audit_deletes, audit_runs
+from tests.chaos.audit import acknowledged, audit_deletes, audit_runs
 from tests.chaos.cloud import AccountView, CloudState, Deletion, snapshot_problems
 
 ACCOUNT, REGION = "example-account-0", "example-region-0"
@@ -61,6 +64,23 @@ async def test_a_delete_is_on_disk_and_journaled_when_it_returns(tmp_path: Path)
     assert {(e["account"], e["region"], e["clean"], e["clean_reason"]) for e in journal} == {
         (ACCOUNT, REGION, True, "expired")
     }
+
+
+async def test_a_delete_that_finds_the_resource_gone_is_not_a_second_deletion(tmp_path: Path) -> None:
+    cloud = collector(tmp_path)
+    nodes = marked(await cloud.collect_account(ACCOUNT, _no_progress))
+    spec = expired(CloudState.read(tmp_path / STATE_FILE, tmp_path / "deletes.jsonl"))
+    node = next(n for n in nodes if n.id in spec)
+    await cloud.delete(node)  # this worker deleted it and was killed before it wrote `cleaned` back
+    with capture_logs() as again:
+        await cloud.delete(node)  # the next worker's cleanup deletes it again: gone already, no error
+    first, second = os.getpid(), os.getpid() + 1
+    done = {"event": "resource_deleted", "node_id": node.id}
+    log = [(first, done), *((second, entry) for entry in again), (second, done)]
+    assert acknowledged(log) == Counter({(first, node.id): 1})
+    deleted = CloudState.read(tmp_path / STATE_FILE, tmp_path / "deletes.jsonl")
+    assert len(deleted.journal) == 1 and audit_deletes(deleted, acknowledged(log)).problems == []
+    assert audit_deletes(deleted, Counter({(first, node.id): 1, (second, node.id): 1})).double
 
 
 def state(tmp_path: Path, deleted: list[str], journal: list[tuple[str, int]]) -> CloudState:

@@ -93,10 +93,16 @@ async def test_an_event_sent_by_a_client_starts_the_workflow(core_client: CoreCl
     client = await core_client()
     observer = await events_ws(client, "task_started")
     sender = await events_ws(client, "nothing")
-    await sender.send_json({"kind": "event", "message_type": "start_collect_and_cleanup_workflow", "data": {}})
-    started = await receive_json(observer)
+    with capture_logs() as logs:
+        await sender.send_json({"kind": "event", "message_type": "start_collect_and_cleanup_workflow", "data": {}})
+        started = await receive_json(observer)
+        await settle(core_of(client))
     assert started["data"]["workflow"] == "collect_and_cleanup"
     assert started["data"]["trigger"] == "event:start_collect_and_cleanup_workflow"
+    assert [e for e in logs if e["log_level"] == "error"] == []
+    assert {"event": "event_trigger", "message_type": "start_collect_and_cleanup_workflow"}.items() <= next(
+        e for e in logs if e["event"] == "event_trigger"
+    ).items()
 
 
 async def test_answers_on_the_events_socket_are_accepted(core_client: CoreClientFactory, events_ws: Any) -> None:

@@ -9,10 +9,7 @@ import pytest
 
 from resotolib.client import CoreClient
 from tests.resotoctl.support import CtlProcess
-from tests.support import CoreProcess
-
-NEVER = "0 0 1 1 *"
-"""A schedule that does not fire during a test, so only the runs a test starts exist."""
+from tests.support import NEVER, CoreProcess
 
 
 @pytest.fixture

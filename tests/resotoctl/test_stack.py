@@ -30,11 +30,10 @@ from resotoctl.stack_procs import spawn, stop
 from resotolib.client import CoreClient
 from resotoworker.collectors.example_cloud import generate_region, new_spec
 from tests.resotoctl.support import eventually, group_alive, until_async
-from tests.support import CoreProcess, free_ports
+from tests.support import NEVER, CoreProcess, free_ports
 
 ACCOUNTS, REGIONS, RESOURCES = 1, 2, 12
 WITHIN = 45.0
-NEVER = "0 0 1 1 *"
 
 
 class StackProcess:
