@@ -1,7 +1,7 @@
 """A subscriber written against Resoto's published client library (resotolib 3.9.0 from PyPI), used
-unchanged: CoreActions registers and answers actions, CoreFeedback sends progress and info, CoreEvents
-watches events. It runs in a virtualenv of its own (tests/test_resoto_client.py makes it), never with
-this project's packages.
+unchanged: wait_for_resotocore waits for the core, CoreActions registers and answers actions,
+CoreFeedback sends progress and info, CoreEvents watches events. It runs in a virtualenv of its own
+(tests/test_resoto_client.py makes it), never with this project's packages.
 
 It prints one JSON line per thing it sees: {"connected": "actions"|"events"}, {"action": message_type,
 "task": id}, {"event": message_type, "data": {...}}. It reads commands from stdin: "start" sends the
@@ -22,6 +22,7 @@ from queue import Queue
 from websocket import create_connection
 
 from resotolib.args import ArgumentParser
+from resotolib.core import wait_for_resotocore
 from resotolib.core.actions import CoreActions, CoreFeedback
 from resotolib.core.events import CoreEvents
 from resotolib.jwt import encode_jwt_to_headers
@@ -76,6 +77,7 @@ def main() -> None:
             return {"kind": "action_error", "message_type": message_type, "data": {**reply, "error": "AccessDenied"}}
         return {"kind": "action_done", "message_type": message_type, "data": reply}
 
+    wait_for_resotocore(args.url, timeout=20)  # GET /system/ready, as Resoto's processes do at start-up
     subscriptions = {step: {"timeout": "30", "wait_for_completion": "True"} for step in STEPS}
     actions = Actions(args.id, args.url, ws_url, subscriptions, incoming_messages=feedback, message_processor=answer)
     events = Events(ws_url, {"task_started", "task_end"}, lambda m: say(event=m["message_type"], data=m["data"]))
