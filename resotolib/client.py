@@ -187,10 +187,10 @@ class CoreClient:
         async with self._request("GET", ("subscribers",)) as response:
             return await _read(response, list[Subscriber])
 
-    async def delete_subscriber(self, sid: str) -> Subscriber | None:
-        """Remove the subscriber with all its subscriptions; returns what was removed, None if unknown."""
-        async with self._request("DELETE", ("subscriber", sid), accept=(404,)) as response:
-            return None if response.status == 404 else await _read(response, Subscriber)
+    async def delete_subscriber(self, sid: str) -> None:
+        """Remove the subscriber with all its subscriptions (nothing happens if the core does not know it)."""
+        async with self._request("DELETE", ("subscriber", sid)):
+            pass
 
     # ---- workflows and tasks ------------------------------------------------------------------------
 

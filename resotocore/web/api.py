@@ -71,11 +71,9 @@ async def put_subscriber(request: web.Request) -> web.Response:
 
 @routes.delete("/subscriber/{id}")
 async def delete_subscriber(request: web.Request) -> web.Response:
-    sid = SubscriberId(request.match_info["id"])
-    removed = await _core(request).registry.remove(sid)
-    if removed is None:
-        raise NotFound(f"no subscriber {sid!r}")
-    return _subscriber_json(removed)
+    """204 whether or not the subscriber existed, as Resoto's core answers (its clients check for 204)."""
+    await _core(request).registry.remove(SubscriberId(request.match_info["id"]))
+    return web.Response(status=204)
 
 
 @routes.post("/subscriber/{id}/{message_type}")

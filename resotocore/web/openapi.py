@@ -308,7 +308,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "delete", "/subscriber/{id}", "delete_subscriber", "subscribers", "Remove a subscriber",
-        {"200": _json(_ref("Subscriber"), "the removed subscriber"), "404": MISSING}, parameters=(ANY_SUBSCRIBER_ID,),
+        {"204": {"description": "removed, or there was no such subscriber"}}, parameters=(ANY_SUBSCRIBER_ID,),
     ),
     Operation(
         "post", "/subscriber/{id}/{message_type}", "add_subscription", "subscribers", "Add or update a subscription",

@@ -90,6 +90,8 @@ def _refusal(core: Core, sid: SubscriberId) -> tuple[int, str] | None:
 async def events(request: web.Request) -> web.StreamResponse:
     core = request.app[CORE]
     show = [s.strip() for s in request.query.get("show", "").split(",") if s.strip()]
+    if "*" in show:  # Resoto's name for every message type
+        show = []
     async with _websocket(core, request) as (ws, cut_off):
         if not await authenticate_first_frame(request, ws, request.app[VERIFIER]):
             return ws
@@ -154,6 +156,8 @@ async def _read(core: Core, ws: web.WebSocketResponse, cut_off: CutOff, handle: 
         if handled % YIELD_EVERY == 0:
             await asyncio.sleep(0)  # a fast sender must not starve the writers of other sockets
         if msg.type is WSMsgType.TEXT:
+            if not msg.data.strip():  # blank frames carry nothing; Resoto's core skips them too
+                continue
             try:
                 await handle(parse_message(msg.data))
             except ProtocolError as e:

@@ -89,6 +89,25 @@ async def test_events_stream_shows_the_run_and_filters_by_show(core_client: Core
     }
 
 
+@pytest.mark.parametrize("show", ["*", "task_end%2C*", "%2A"])
+async def test_show_with_a_star_shows_everything(core_client: CoreClientFactory, events_ws: Any, show: str) -> None:
+    client = await core_client()
+    observer = await events_ws(client, show)  # "*" is Resoto's name for every message type
+    await (await events_ws(client, "nothing")).send_json({"kind": "event", "message_type": "hello", "data": {}})
+    assert (await receive_json(observer))["message_type"] == "hello"
+
+
+async def test_blank_frames_are_skipped(core_client: CoreClientFactory, events_ws: Any) -> None:
+    client = await core_client()
+    observer = await events_ws(client, "hello")
+    sender = await events_ws(client, "nothing")
+    for blank in ("", " ", "\n", "\r\n\t"):  # Resoto's core skips them as well: no protocol error
+        await sender.send_str(blank)
+    await sender.send_json({"kind": "event", "message_type": "hello", "data": {}})
+    assert (await receive_json(observer))["message_type"] == "hello"
+    assert not sender.closed
+
+
 async def test_an_event_sent_by_a_client_starts_the_workflow(core_client: CoreClientFactory, events_ws: Any) -> None:
     client = await core_client()
     observer = await events_ws(client, "task_started")
