@@ -1,8 +1,10 @@
 """What ``workflows run --wait`` shows, as pure state: messages of the event stream and snapshots of
 the task go in (with the time passed in), a rich renderable comes out.
 
-Events make the view quick (``step_started``, ``step_end``, ``task_end``, answers, ``action_progress``,
-``action_info``); snapshots (``GET /tasks/{id}``) make it right, whatever events were missed. A run that
+Events make the view quick (``step_started``, ``step_end``, ``task_end``, answers, ``action_info``);
+snapshots (``GET /tasks/{id}``) make it right, whatever events were missed. Progress comes from the
+snapshots only: the core merges the parts a subscriber reports (one per account or region) into one
+tree, where a single ``action_progress`` message holds one part. A run that
 was queued is picked up by its ``task_started`` event (trigger ``queued:...``) or by a snapshot of the
 workflow listing a running task that was not running before.
 """
@@ -30,7 +32,7 @@ from resotoctl.render import (
     status_text,
     step_result,
 )
-from resotolib.protocol import ActionDone, ActionError, ActionInfo, ActionProgress, Authorization, Event, Message
+from resotolib.protocol import ActionDone, ActionError, ActionInfo, Authorization, Event, Message
 
 ENDED = frozenset({"succeeded", "failed", "cancelled"})
 NOTES = 5
@@ -111,8 +113,6 @@ class RunView:
                 error = message.data.error if isinstance(message, ActionError) else None
                 step.outcomes[sid] = "done" if error is None else f"error: {error}"
                 step.waiting_for = [s for s in step.waiting_for if s != sid]
-            case ActionProgress(data=progress) if progress.subscriber_id:
-                self.progress[str(progress.subscriber_id)] = progress.model_dump(mode="json")
             case ActionInfo(data=info):
                 self.notes.append(f"{info.subscriber_id or '?'} {info.step} {info.level}: {cut(info.message)}")
             case _:
@@ -133,8 +133,7 @@ class RunView:
             for sid, o in subscribers.items():
                 if o.get("outcome") != "waiting":
                     view.outcomes[sid] = str(o.get("outcome")) + (f": {o['error']}" if o.get("error") else "")
-        for sid, data in (task.get("progress") or {}).items():
-            self.progress[str(sid)] = dict(data)
+        self.progress = {str(sid): dict(data) for sid, data in (task.get("progress") or {}).items()}
 
 
 def render(view: RunView, now: datetime) -> RenderableType:

@@ -31,6 +31,7 @@ from resotocore.metrics import CoreMetrics
 from resotocore.workflow import machine as m
 from resotocore.workflow.model import Workflow
 from resotocore.workflow.surpass import decide
+from resotolib.progress import StepProgress
 from resotolib.protocol import (
     Action,
     ActionData,
@@ -106,7 +107,7 @@ class Engine:
         self._runs: dict[TaskId, m.Run] = {}
         self._queued: dict[str, QueuedRun] = {}
         self._timers: dict[TaskId, Timer] = {}
-        self._progress: dict[TaskId, dict[SubscriberId, ActionProgressData]] = {}
+        self._progress: dict[TaskId, dict[SubscriberId, StepProgress]] = {}
         self._pending = _Pending()
         self._lock = asyncio.Lock()
         self._dirty = Changes()
@@ -168,7 +169,10 @@ class Engine:
         return self._runs.get(task_id)
 
     def progress(self, task_id: TaskId) -> dict[SubscriberId, ActionProgressData]:
-        return dict(self._progress.get(task_id, {}))
+        """Each subscriber's progress in the run's current step, its parts merged (see resotolib.progress)."""
+        run, reported = self._runs.get(task_id), self._progress.get(task_id, {})
+        step = run.current.name if run is not None and run.current is not None else None
+        return {sid: merged for sid, p in reported.items() if p.step == step and (merged := p.merged()) is not None}
 
     def queued(self) -> list[QueuedRun]:
         return list(self._queued.values())
@@ -240,8 +244,12 @@ class Engine:
             await asyncio.shield(self._inbox_applied)
 
     def progress_update(self, sid: SubscriberId, message: ActionProgress) -> None:
-        if message.data.task in self._runs:
-            self._progress.setdefault(message.data.task, {})[sid] = message.data
+        """Keep progress of the current step; a late message of an earlier step is dropped."""
+        run = self._runs.get(message.data.task)
+        if run is None or run.current is None or run.current.name != message.data.step:
+            return
+        reported = self._progress.setdefault(run.id, {})
+        reported.setdefault(sid, StepProgress()).add(message.data)
 
     async def cancel(self, task_id: TaskId, reason: str = "cancelled by request") -> m.Run | None:
         if task_id not in self._runs:

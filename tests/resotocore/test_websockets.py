@@ -166,6 +166,38 @@ async def test_late_progress_and_info_and_unknown_answers_keep_the_connection(co
     assert not ws.closed
 
 
+async def test_tasks_show_each_subscribers_progress_of_the_current_step_merged(core_client: CoreClientFactory) -> None:
+    client = await core_client()
+    ws = await subscribe(client, "w", "collect", "post_collect")
+    task_id = (await (await client.post("/workflows/collect/run")).json())["task_id"]
+    action = await receive_json(ws)
+
+    async def report(step: str, context: list[str], name: str, current: int) -> None:
+        progress = {"kind": "progress", "name": name, "current": current, "total": 4}
+        data = {"task": task_id, "step": step, "context": context, "progress": progress, "at": "2024-01-01T00:00:00Z"}
+        await ws.send_json({"kind": "action_progress", "message_type": step, "data": data})
+
+    async def shown() -> Any:
+        await settle(core_of(client))
+        return (await (await client.get(f"/tasks/{task_id}")).json()).get("progress", {}).get("w")
+
+    await report("collect", ["aws"], "acc1", 1)
+    assert (await shown())["progress"] == {"kind": "progress", "name": "acc1", "current": 1, "total": 4}
+    await report("collect", ["aws"], "acc2", 4)
+    await report("collect", ["aws"], "acc1", 2)  # one message per account, as Resoto's worker reports
+    assert (await shown())["progress"] == {
+        "kind": "tree", "name": "collect", "parts": [
+            {"kind": "progress", "name": "acc1", "current": 2, "total": 4, "path": ["aws"]},
+            {"kind": "progress", "name": "acc2", "current": 4, "total": 4, "path": ["aws"]},
+        ],
+    }  # fmt: skip
+    await answer(ws, action)
+    assert (await receive_json(ws))["message_type"] == "post_collect"
+    assert await shown() is None  # a new step: nothing reported yet
+    await report("collect", ["aws"], "acc2", 4)  # late, from the step before
+    assert await shown() is None
+
+
 BAD_FRAMES = [
     ("{nope", "malformed JSON"),
     ('{"kind":"shout","message_type":"x","data":{}}', "unknown message kind"),

@@ -112,8 +112,11 @@ def test_run_view_follows_events_and_snapshots() -> None:
     other = Event(message_type="step_started", data={"task": "t2", "workflow": "collect", "step": "collect"})
     assert not view.apply(other, NOW)
     assert view.apply(Event(message_type="step_started", data={"task": "t1", "step": "collect"}), NOW)
+    parts = [{"kind": "progress", "name": n, "current": c, "total": 2} for n, c in (("a", 1), ("b", 2))]
+    tree = {"kind": "tree", "name": "collect", "parts": parts}  # how the core merges a subscriber's parts
     view.merge({**run_json("running"), "id": "t1", "steps": [{"name": "collect", "started_at": NOW.isoformat(),
-                "subscribers": {"w1": {"outcome": "waiting"}, "w2": {"outcome": "waiting"}}}]})  # fmt: skip
+                "subscribers": {"w1": {"outcome": "waiting"}, "w2": {"outcome": "waiting"}}}],
+                "progress": {"w2": {"step": "collect", "progress": tree}}})  # fmt: skip
     assert view.steps["collect"].waiting_for == ["w1", "w2"] and view.status == "running"
     error = ActionErrorData(task=TaskId("t1"), step="collect", error="boom", subscriber_id=SubscriberId("w1"))
     assert view.apply(ActionError(message_type="collect", data=error), NOW)
@@ -123,11 +126,11 @@ def test_run_view_follows_events_and_snapshots() -> None:
         progress=ProgressDone(name="aws", current=1, total=2),
         subscriber_id=SubscriberId("w2"),
     )
-    assert view.apply(ActionProgress(message_type="collect", data=progress), NOW)
+    assert not view.apply(ActionProgress(message_type="collect", data=progress), NOW)  # one part: snapshots show it
     info = ActionInfoData(task=TaskId("t1"), step="collect", message="hello", subscriber_id=SubscriberId("w2"))
     assert view.apply(ActionInfo(message_type="collect", data=info), NOW)
     shown = text(render(view, NOW + timedelta(seconds=2)))
-    assert "w2" in shown and "aws 1/2 (50%)" in shown and "w2 collect info: hello" in shown and "2.00s" in shown
+    assert "w2" in shown and "collect 3/4 (75%)" in shown and "w2 collect info: hello" in shown and "2.00s" in shown
     end = {"task": "t1", "workflow": "collect", "success": False, "status": "failed", "error": "steps failed: collect"}
     view.apply(Event(message_type="step_end", data={"task": "t1", "step": "collect", "success": False}), NOW)
     assert view.apply(Event(message_type="task_end", data=end), NOW)

@@ -1,0 +1,62 @@
+"""The progress one subscriber reports in one step, merged from its action_progress messages.
+
+A subscriber reports progress in parts: Resoto's worker sends one message per account or region (its
+``context`` and the progress's ``path`` and ``name`` tell them apart), each repeating the latest count of
+that part. The latest message of each part is kept; while there is one part, that message is the
+progress; with several, one message with a tree of every part (counts add up, as a tree's do). A new
+step starts afresh. Parts are bounded: beyond MAX_PARTS the part not reported for the longest is dropped.
+"""
+
+from __future__ import annotations
+
+from resotolib.protocol import ActionProgressData, Progress, ProgressTree
+
+MAX_PARTS = 100
+
+PartKey = tuple[tuple[str, ...], str]
+
+
+class StepProgress:
+    """The merged progress of one subscriber in its current step."""
+
+    def __init__(self, max_parts: int = MAX_PARTS) -> None:
+        self.max_parts = max_parts
+        self.step: str | None = None
+        self._parts: dict[PartKey, ActionProgressData] = {}
+        self._merged: ActionProgressData | None = None
+
+    def add(self, data: ActionProgressData) -> None:
+        if data.step != self.step:
+            self.step, self._parts = data.step, {}
+        key = _key(data)
+        self._parts.pop(key, None)  # the most recently reported part goes last: the first to drop is the stalest
+        self._parts[key] = data
+        while len(self._parts) > self.max_parts:
+            del self._parts[next(iter(self._parts))]
+        self._merged = None
+
+    @property
+    def parts(self) -> int:
+        return len(self._parts)
+
+    def merged(self) -> ActionProgressData | None:
+        """The latest message when there is one part; else the latest with a tree of every part's progress
+        (each part's context put in front of its path), named after the step."""
+        if self._merged is None and self._parts:
+            latest = max(self._parts.values(), key=lambda d: d.at)
+            if len(self._parts) == 1:
+                self._merged = latest
+            else:
+                parts = [_rooted(d) for d in sorted(self._parts.values(), key=_key)]
+                tree = ProgressTree(name=latest.step, parts=parts)
+                self._merged = latest.model_copy(update={"context": [], "progress": tree})
+        return self._merged
+
+
+def _key(data: ActionProgressData) -> PartKey:
+    return (*data.context, *(data.progress.path or ())), data.progress.name
+
+
+def _rooted(data: ActionProgressData) -> Progress:
+    path = [*data.context, *(data.progress.path or ())]
+    return data.progress.model_copy(update={"path": path or None})
