@@ -31,7 +31,9 @@ WEBSOCKET_ROUTES = frozenset({"/subscriber/{id}/handle", "/events"})
 """The only routes that may authenticate with their first frame instead of a header."""
 AUTH_PENDING = web.RequestKey("auth_pending", bool)
 FIRST_FRAME_TIMEOUT = 10.0
-MAX_WAITING_KEYS = 8
+MAX_WAITING_KEYS = 64
+"""Resoto's clients sign every request with a new salt, so a worker starting many subscriptions, or every
+client reconnecting after a restart, brings a burst of new salts: 64 wait at most ~2 s (at ~30 ms each)."""
 
 
 class TooManyNewTokens(AuthError):
