@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 
 from resotocore.bus.subscribers import check_name, make_subscription
 from resotocore.core import CORE, Core
-from resotocore.web.errors import ClientError, Conflict, NotFound, error_json
+from resotocore.web.errors import ClientError, Conflict, NotFound, Unavailable
 from resotocore.workflow.codec import step_dict
 from resotocore.workflow.machine import Run
 from resotolib.protocol import Subscriber, SubscriberId, Subscription, TaskId
@@ -122,6 +122,7 @@ async def list_workflows(request: web.Request) -> web.Response:
 
 @routes.post("/workflows/{id}/run")
 async def run_workflow(request: web.Request) -> web.Response:
+    _storing(_core(request))
     result = await _core(request).engine.trigger(request.match_info["id"], "manual")
     body: dict[str, Any] = {"status": result.status, "workflow": result.workflow_id, "reason": result.reason}
     if result.status == "started":
@@ -171,6 +172,7 @@ async def get_task(request: web.Request) -> web.Response:
 async def cancel_task(request: web.Request) -> web.Response:
     core = _core(request)
     task_id = TaskId(request.match_info["id"])
+    _storing(core)
     cancelled = await core.engine.cancel(task_id)
     if cancelled is not None:
         return web.json_response(run_json(cancelled))
@@ -189,10 +191,15 @@ async def ping(request: web.Request) -> web.Response:
 
 @routes.get("/system/ready")
 async def ready(request: web.Request) -> web.Response:
-    error = _core(request).engine.store_error
-    if error is not None:
-        return error_json(503, f"storage unavailable, retrying: {error}")
+    _storing(_core(request))
     return web.Response(text="ok")
+
+
+def _storing(core: Core) -> None:
+    """Refuse at once (503) while the store refuses commits: a run started or cancelled now would wait
+    for the store, and a caller that gave up meanwhile could not know what happened."""
+    if core.engine.store_error is not None:
+        raise Unavailable(f"storage unavailable, retrying: {core.engine.store_error}")
 
 
 @routes.get("/metrics")

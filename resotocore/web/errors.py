@@ -28,6 +28,10 @@ class Conflict(RuntimeError):
     """The request clashes with the current state; answered with 409."""
 
 
+class Unavailable(RuntimeError):
+    """The request cannot be served now (the store refuses commits); answered with 503."""
+
+
 MAX_CLOSE_REASON = 120
 """Bytes of a websocket close reason (the protocol allows 123)."""
 
@@ -61,6 +65,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_json(409, str(e))
     except AlreadyConnected as e:
         return error_json(429, str(e))
+    except Unavailable as e:
+        return error_json(503, str(e))
     except StoreError as e:
         log.error("store_error", path=request.path, error=str(e))
         return error_json(503, f"storage unavailable: {e}")

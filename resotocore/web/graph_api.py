@@ -132,8 +132,9 @@ async def search(request: web.Request) -> web.StreamResponse:
     except StoreError as e:  # the answer has started: the last line says what went wrong
         log.error("search_failed", graph=name, error=str(e))
         await response.write((json.dumps({"error": str(e)}) + "\n").encode())
-    except ConnectionError:
-        raise  # the client went away: nothing left to tell it
+    except ConnectionError as e:  # the client went away (stopped reading, e.g. `| head`): nothing left to tell it
+        log.info("search_abandoned", graph=name, reason=type(e).__name__)
+        return response
     except Exception:  # never leave a started answer unfinished: the client would wait forever
         log.exception("search_failed", graph=name)
         await response.write(b'{"error": "internal error; see the core\'s log"}\n')

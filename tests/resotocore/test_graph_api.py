@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import socket
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from resotolib.graph import ROOT_ID
 from resotoworker.collector import GraphBatch
-from tests.support import CoreClientFactory
+from tests.support import CoreClientFactory, CoreProcess
+
+StartCore = Callable[..., Awaitable[CoreProcess]]
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -284,3 +291,25 @@ async def test_a_dropped_connection_merges_nothing(core_client: CoreClientFactor
     assert status == 200
     after = [n for n in await search(client, {}) if n["metadata"]["ancestors"].get("account") != "other"]
     assert after == before
+
+
+async def test_a_client_that_stops_reading_a_search_is_no_error(core_process: StartCore) -> None:
+    core = await core_process()  # a real server: aiohttp's test server cancels the handler instead
+    body = io.BytesIO(("\n".join(account(instances=10_000).ndjson()) + "\n").encode())
+    async with aiohttp.ClientSession() as session, session.post(f"{core.url}/graph/resoto/merge", data=body) as r:
+        assert r.status == 200  # a search answer of ~10 MB
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the answer cannot hide in the socket buffers
+    peer.connect((urlsplit(core.url).hostname, urlsplit(core.url).port))
+    reader, writer = await asyncio.open_connection(sock=peer)
+    writer.write(b"POST /graph/resoto/search HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+    await reader.readexactly(1000)  # like `resotoctl graph search | head -1`
+    writer.close()
+    await writer.wait_closed()
+    for _ in range(100):
+        if any(e.get("event") == "search_abandoned" for e in core.log):
+            break
+        await asyncio.sleep(0.05)
+    assert [e for e in core.log if e.get("level") in ("warning", "error", "critical") or e.get("event") == "raw"] == []
+    assert any(e.get("event") == "search_abandoned" for e in core.log)

@@ -111,3 +111,25 @@ async def test_stopping_ends_the_retries(core_client: CoreClientFactory, monkeyp
     await asyncio.wait_for(core.engine.stop(), 2)  # gives up on the answer instead of waiting for the store
     store.heal()
     await settle(core)
+
+
+async def test_starting_or_cancelling_a_run_while_the_store_refuses_is_503_at_once(
+    core_client: CoreClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await core_client(workflows=WORKFLOW)
+    core = core_of(client)
+    ws = await subscribe(client, "w", "work", "after")
+    task_id = (await (await client.post("/workflows/wf/run")).json())["task_id"]
+    action = await receive_json(ws)
+    store = RefusingStore(core, monkeypatch)
+    await answer(ws, action)
+    await store.wait_refused(1)
+    async with asyncio.timeout(2):  # answered at once: a caller that gave up could not tell what happened
+        started = await client.post("/workflows/wf/run")
+        cancelled = await client.delete(f"/tasks/{task_id}")
+    for response in (started, cancelled):
+        assert response.status == 503 and "disk I/O error" in (await response.json())["error"]
+    assert [run.id for run in core.engine.running()] == [task_id]
+    store.heal()
+    assert (await receive_json(ws))["data"] == {"task": task_id, "step": "after"}
+    assert (await client.post("/workflows/wf/run")).status == 202  # accepted again (queued behind the run)
