@@ -161,6 +161,17 @@ class AggregateRequest(BaseModel):
     group_by: list[FieldPath] = Field(default_factory=list)
     functions: list[AggregateFunction] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _distinct_names(self) -> AggregateRequest:
+        """Groups and values are keyed by these names: a repeated one would silently be one key."""
+        for what, names in (
+            ("group_by path", self.group_by),
+            ("function name ('as')", [f.name for f in self.functions]),
+        ):
+            if repeated := sorted({n for n in names if names.count(n) > 1}):
+                raise ValueError(f"each {what} may appear once; repeated: {', '.join(repeated)}")
+        return self
+
 
 class AggregateRow(BaseModel):
     group: dict[str, JsonValue]

@@ -217,6 +217,14 @@ async def test_aggregate(core_client: CoreClientFactory) -> None:
     assert response.status == 400
     response = await client.post("/graph/resoto/aggregate", json={"functions": [{"function": "sum", "as": "s"}]})
     assert response.status == 400 and "sum needs a path" in (await response.json())["error"]
+    twice: dict[str, Any] = {
+        "functions": [{"function": "count", "as": "n"}, {"function": "max", "path": "reported.id", "as": "n"}]
+    }
+    response = await client.post("/graph/resoto/aggregate", json=twice)
+    assert response.status == 400 and "repeated: n" in (await response.json())["error"]
+    twice = {"group_by": ["account", "account"], "functions": [{"function": "count", "as": "n"}]}
+    response = await client.post("/graph/resoto/aggregate", json=twice)
+    assert response.status == 400 and "repeated: account" in (await response.json())["error"]
 
 
 async def test_a_misspelt_filter_marks_nothing_and_null_and_exists_are_asked_for_explicitly(
