@@ -58,7 +58,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except json.JSONDecodeError as e:
         return error_json(400, f"request body is not valid JSON: {e}")
     except ValidationError as e:
-        return error_json(400, "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
+        return error_json(400, validation_message(e))
     except (NotFound, UnknownWorkflow) as e:
         return error_json(404, str(e))
     except Conflict as e:
@@ -73,3 +73,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("request_failed", method=request.method, path=request.path)
         return error_json(500, "internal error; see the core's log")
+
+
+def validation_message(error: ValidationError) -> str:
+    """``where: what`` for each problem, ``what`` alone for one about the whole body."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else str(e["msg"]) for e in error.errors()
+    )
