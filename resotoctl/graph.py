@@ -178,7 +178,7 @@ def aggregate_table(rows: Iterable[Mapping[str, Any]], group_by: list[str], name
         column.justify = "right"
     for row in rows:
         group, values = row.get("group") or {}, row.get("values") or {}
-        result.add_row(*(str(group.get(g, NONE)) for g in group_by), *(_number(values.get(n)) for n in names))
+        result.add_row(*(_number(group.get(g)) for g in group_by), *(_number(values.get(n)) for n in names))
     return result
 
 

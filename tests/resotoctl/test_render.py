@@ -172,6 +172,9 @@ def test_graph_tables() -> None:
     shown = text(nodes_table([node]))
     assert all(word in shown for word in ("example_instance", "i-1", "example", "acc1", "eu-1"))
     assert "web[1] [bold]x[/bold]" in shown  # names are shown as they are, not read as markup
-    rows = [{"group": {"cloud": "example"}, "values": {"n": 1234, "cores": None}}]
+    rows = [
+        {"group": {"cloud": "example"}, "values": {"n": 1234, "cores": None}},
+        {"group": {"cloud": None}, "values": {"n": 1, "cores": 2}},  # nodes without the field: their own group
+    ]
     shown = text(aggregate_table(rows, ["cloud"], ["n", "cores"]))
-    assert "1,234" in shown and "example" in shown
+    assert "1,234" in shown and "example" in shown and "None" not in shown
