@@ -1,6 +1,10 @@
 """The ``collect`` action: every collector in parallel, each of its accounts in parallel, all of a
 collector's work under the worker's time limit. Each account is merged into the graph as soon as it is
 collected, so one failing account never drops the others' data; the answer names what failed.
+
+Progress comes in one part per account (context: cloud and account, named after the account): 0 of 1
+once the account is listed, then as its collector counts (a region at a time); the core shows the parts
+of the step together.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ class _Collect:
             return
         self.total += len(accounts)
         log.info("collector_started", cloud=cloud, accounts=len(accounts))
-        await self.reporter.progress("collect", self.done, self.total, [cloud])
+        for account in accounts:  # every account is a part of the step's progress from the start
+            await self.reporter.progress(account, 0, 1, [cloud, account])
         await asyncio.gather(*(self.account(collector, account, deadline) for account in accounts))
 
     async def account(self, collector: Collector, account: str, deadline: float) -> None:
@@ -80,7 +85,6 @@ class _Collect:
             "account_collected", cloud=cloud, account=account, nodes=nodes, created=result.created,
             updated=result.updated, deleted=result.deleted, seconds=round(time.perf_counter() - started, 3),
         )  # fmt: skip
-        await self.reporter.progress("collect", self.done, self.total, [cloud, account])
 
     async def failed(self, cloud: str, account: str | None, stage: str, error: Exception) -> None:
         where = f"{cloud}/{account}" if account else cloud

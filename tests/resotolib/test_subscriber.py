@@ -98,16 +98,18 @@ async def test_action_is_yielded_answered_and_the_run_advances(
         assert (action.message_type, action.data) == ("collect", ActionData(task=task_id, step="collect"))
         await subscriber.progress(action, "eu-1", 1, 2, context=["example"], path=["example", "acc"])
         await subscriber.info(action, "half way", level="warning")
+        await settle(core_of(client))
+        assert (await core.task(task_id))["progress"]["w"]["progress"] == {
+            "kind": "progress", "name": "eu-1", "current": 1, "total": 2, "path": ["example", "acc"]
+        }  # fmt: skip
         await subscriber.done(action)
         following = await next_action(actions)
         assert (following.message_type, following.data.task) == ("post_collect", task_id)
         task = await core.task(task_id)
         assert (task["step"], task["waiting_for"]) == ("post_collect", ["w"])
+        assert "progress" not in task  # what was reported in collect is not the progress of post_collect
         collect_step = next(s for s in task["steps"] if s["name"] == "collect")
         assert [(i["level"], i["message"]) for i in collect_step["info"]] == [("warning", "half way")]
-        assert task["progress"]["w"]["progress"] == {
-            "kind": "progress", "name": "eu-1", "current": 1, "total": 2, "path": ["example", "acc"]
-        }  # fmt: skip
         await subscriber.error(following, "report failed")
         await settle(core_of(client))
         ended = await core.task(task_id)

@@ -19,9 +19,13 @@ async def test_every_account_of_every_collector_is_merged() -> None:
     assert set(graph.merges) == {"a1", "a2", "a3", "b1"}
     things = [line for line in graph.merges["a2"] if line.get("reported", {}).get("kind") == "fake_thing"]
     assert [t["reported"]["id"] for t in things] == ["a2-0", "a2-1"]
-    final = [p for p in reporter.progress_calls if p[0] == "collect"][-1]
-    assert final[1:3] == (4, 4)
-    assert ("a1", 2, 2, ("fake", "a1")) in reporter.progress_calls
+    parts = {  # one part per account: listed (0 of 1), then as its collector counts
+        account: [call[1:] for call in reporter.progress_calls if call[0] == account]
+        for account in ("a1", "a2", "a3", "b1")
+    }
+    cloud = {"a1": "fake", "a2": "fake", "a3": "fake", "b1": "other"}
+    assert parts == {a: [(0, 1, (c, a)), (1, 2, (c, a)), (2, 2, (c, a))] for a, c in cloud.items()}
+    assert len(reporter.progress_calls) == 12
     assert reporter.infos == []
 
 
