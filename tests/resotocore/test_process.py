@@ -263,3 +263,21 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         result = run_cli("--data-dir", str(tmp_path), "--port", str(port), "--log-format", "json")
     assert result.returncode == 1
     assert "startup_failed" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_a_malformed_request_is_logged_as_one_json_line(core_process: StartCore) -> None:
+    core = await core_process()
+    port = int(core.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /system/ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n")
+        assert b" 400 " in await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert core.proc is not None
+    core.proc.send_signal(signal.SIGTERM)
+    assert await core.wait() == 0
+    assert [e for e in core.log if e["event"] == "raw"] == []  # every line of stderr was one JSON object
+    [error] = [e for e in core.log if e.get("logger") == "aiohttp.server"]
+    assert error["level"] == "error" and "LineTooLong" in error["exception"]
