@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -263,6 +264,39 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         result = run_cli("--data-dir", str(tmp_path), "--port", str(port), "--log-format", "json")
     assert result.returncode == 1
     assert "startup_failed" in result.stderr and "Traceback" not in result.stderr
+
+
+def not_a_database(path: Path) -> None:
+    path.write_bytes(b"not a database " * 300)
+
+
+@pytest.mark.parametrize(
+    ("name", "spoil", "message"),
+    [
+        ("resotocore.db", Path.mkdir, "unable to open database file"),
+        ("resotocore.db", not_a_database, "file is not a database"),
+        ("graph.db", not_a_database, "file is not a database"),
+        pytest.param(
+            "resotocore.db", lambda path: path.parent.chmod(0o555), "unable to open database file",
+            marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory"),
+        ),
+    ],
+)  # fmt: skip
+def test_a_database_that_cannot_be_opened_stops_the_core_with_one_line(
+    tmp_path: Path, name: str, spoil: Callable[[Path], None], message: str
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    spoil(data_dir / name)
+    result = run_cli("--data-dir", str(data_dir), "--port", "0", "--log-format", "json")
+    data_dir.chmod(0o755)
+    assert result.returncode == 1
+    [entry] = [json.loads(line) for line in result.stderr.splitlines()]  # one line, no traceback
+    assert entry.keys() == {"event", "level", "timestamp", "error"}
+    assert (entry["event"], entry["error"]) == (
+        "startup_failed",
+        f"cannot open the database {data_dir / name}: {message}",
+    )
 
 
 async def test_a_malformed_request_is_logged_as_one_json_line(core_process: StartCore) -> None:
