@@ -183,3 +183,11 @@ def test_a_database_that_cannot_be_opened_is_one_line_of_error(tmp_path: Path, c
     result = cli(command, "--data-dir", str(database.parent), *source)
     assert result.returncode == 1
     assert result.stderr == f"Error: cannot open the database {database}: file is not a database\n"
+
+
+def test_export_refuses_a_data_directory_without_a_store_and_creates_nothing(tmp_path: Path) -> None:
+    data_dir, output = tmp_path / "mistyped", tmp_path / "state.ndjson"
+    result = cli("export", "--data-dir", str(data_dir), "--output", str(output))
+    assert result.returncode == 1
+    assert result.stderr == f"Error: nothing to export: {data_dir} holds no store (resotocore.db is missing)\n"
+    assert list(tmp_path.iterdir()) == []
