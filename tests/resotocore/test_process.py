@@ -200,7 +200,8 @@ def test_help_and_version() -> None:
     [
         (["--schedule", "every hour"], {}, "--schedule: invalid cron expression 'every hour'"),
         (["--timezone", "Mars/Base"], {}, "--timezone: unknown timezone 'Mars/Base'"),
-        ([], {"RESOTOCORE_SCHEDULE": "99 * * * *"}, "--schedule: invalid cron expression"),
+        ([], {"RESOTOCORE_SCHEDULE": "99 * * * *"}, "--schedule: invalid cron expression '99 * * * *': minute '99'"),
+        (["--schedule", "0 * * *"], {}, "--schedule: invalid cron expression '0 * * *': expected 5 fields"),
         (["--schedule", "0 0 30 2 *"], {}, "--schedule: invalid cron expression '0 0 30 2 *': it never fires"),
         (["--catch-up", "all"], {}, "'all' is not one of 'latest', 'none'"),
         (["--port", "70000"], {}, "--port: Input should be less than or equal to 65535"),
