@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -256,8 +257,6 @@ def test_a_certificate_or_key_that_does_not_load_is_refused_naming_the_flag(
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -316,3 +315,20 @@ async def test_a_malformed_request_is_logged_as_one_json_line(core_process: Star
     assert [e for e in core.log if e["event"] == "raw"] == []  # every line of stderr was one JSON object
     [error] = [e for e in core.log if e.get("logger") == "aiohttp.server"]
     assert error["level"] == "error" and "LineTooLong" in error["exception"]
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_an_ipv6_address_is_logged_as_a_url_that_works(core_process: StartCore) -> None:
+    core = await core_process("--host", "::1")
+    assert core.url.startswith("http://[::1]:")
+    async with aiohttp.ClientSession() as session, session.get(f"{core.url}/system/ping") as response:
+        assert response.status == 200
