@@ -66,12 +66,13 @@ def export_command(group_values: dict[str, Any], /, output: str, **values: Any) 
     """Write all stored state (subscribers, runs, wait queue, trigger times, graphs) as NDJSON."""
     config = _storage_config(group_values, values)
     try:
+        migrate.require_store(config)  # before the output file is created
         if output == "-":
             asyncio.run(migrate.export(config, sys.stdout))
         else:
             with open(output, "w", encoding="utf-8") as out:
                 asyncio.run(migrate.export(config, out))
-    except (StoreError, OSError) as e:
+    except (migrate.MigrationError, StoreError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
 

@@ -41,6 +41,11 @@ def create_app(
     return app
 
 
+def listen_url(scheme: str, host: str, port: int) -> str:
+    """The URL of a listening address; an IPv6 address goes in brackets (``http://[::1]:8900``)."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 async def serve(config: CoreConfig, stop: asyncio.Event | None = None) -> None:
     """Run the core until SIGINT/SIGTERM (or `stop` is set), then shut down cleanly."""
     tls = config.ssl_context()  # before the store is opened: a bad certificate changes nothing
@@ -57,7 +62,7 @@ async def serve(config: CoreConfig, stop: asyncio.Event | None = None) -> None:
         await site.start()
         scheme = "https" if tls else "http"
         for address in runner.addresses:
-            log.info("listening", url=f"{scheme}://{address[0]}:{address[1]}", auth="psk" if config.psk else "none")
+            log.info("listening", url=listen_url(scheme, address[0], address[1]), auth="psk" if config.psk else "none")
         await stop.wait()
         log.info("shutting_down")
     finally:

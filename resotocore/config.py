@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -11,7 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from resotocore.scheduler.cron import validate_cron, validate_timezone
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine reaches `host`: ``localhost`` or an address in 127.0.0.0/8 or ::1 (also
+    written as an IPv4-mapped IPv6 address). Any other name may resolve to an address others reach."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
 
 
 def default_data_dir() -> Path:
@@ -147,7 +159,7 @@ class CoreConfig(BaseModel):
     def _check_exposure(self) -> CoreConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
-        if not self.psk and not self.allow_insecure and self.host not in LOOPBACK:
+        if not self.psk and not self.allow_insecure and not is_loopback(self.host):
             raise ValueError(
                 f"refusing to listen on {self.host} without --psk: anyone who reaches it could subscribe to "
                 "cleanup or start workflows; set --psk (recommended) or --allow-insecure"

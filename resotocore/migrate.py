@@ -48,7 +48,8 @@ RECORD_KEYS = {
 
 
 class MigrationError(ValueError):
-    """The input cannot be imported, or the target refuses it; nothing was written."""
+    """The source holds nothing to export, the input cannot be imported, or the target refuses it;
+    nothing was written."""
 
 
 # ---- export --------------------------------------------------------------------------------------
@@ -82,8 +83,16 @@ async def export_lines(store: Store, graphs: GraphStore) -> AsyncIterator[str]:
     yield compact({"type": "end", "counts": {kind: counts[kind] for kind in TYPES}})
 
 
+def require_store(config: CoreConfig) -> None:
+    """Refuse a data directory without the core's database: opening it would create an empty store, and a
+    mistyped ``--data-dir`` would export nothing, successfully, and leave empty database files behind."""
+    if config.arango_url is None and not config.database.exists():
+        raise MigrationError(f"nothing to export: {config.data_dir} holds no store ({config.database.name} is missing)")
+
+
 async def export(config: CoreConfig, out: IO[str]) -> dict[str, int]:
     """Write the export of the backend `config` selects to `out`; answers the count of each type."""
+    require_store(config)
     counts: Counter[str] = Counter()
     async with open_stores(config) as (store, graphs):
         async for text in export_lines(store, graphs):

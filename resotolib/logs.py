@@ -1,15 +1,45 @@
-"""structlog set-up shared by every process: JSON lines when not on a terminal, readable otherwise."""
+"""structlog set-up shared by every process: JSON lines when not on a terminal, readable otherwise.
+
+Libraries log through the standard ``logging`` module (aiohttp's "Error handling request", asyncio's
+"Task exception was never retrieved"). Their records go through the same renderer as our own events,
+so a JSON log stays one object per line, with a traceback as the ``exception`` field instead of
+lines of plain text that a log shipper would split into unparsable entries.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class _Handler(logging.StreamHandler[TextIO]):
+    """The handler ``setup_logging`` installs on the root logger; a later call replaces it."""
+
+
+def stdlib_handler(as_json: bool, renderer: structlog.typing.Processor) -> logging.Handler:
+    """A handler on stderr that renders standard-library records like structlog events, plus ``logger``."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *([structlog.processors.format_exc_info] if as_json else []),  # the console renders exc_info itself
+            renderer,
+        ],
+    )
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(formatter)
+    return handler
 
 
 def setup_logging(fmt: LogFormat = "auto", level: str = "info") -> None:
@@ -30,6 +60,8 @@ def setup_logging(fmt: LogFormat = "auto", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(
-        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
-    )
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(handler)
+    root.addHandler(stdlib_handler(as_json, renderer))
+    root.setLevel(max(numeric, logging.WARNING))  # libraries' info lines are noise next to our events

@@ -22,6 +22,7 @@ from resotocore.db.graph_docs import Record, reported_expires
 from resotocore.db.graph_lines import numbered_lines
 from resotocore.db.graph_merge import MergeError, SqliteMerge
 from resotocore.db.graph_store import EdgeRecord, aggregate_rows
+from resotocore.db.sqlite import open_database
 from resotolib.graph import (
     AggregateRequest,
     AggregateRow,
@@ -62,14 +63,16 @@ CREATE INDEX IF NOT EXISTS edges_to ON edges (graph, to_id);
 SEARCH_CHUNK = 500
 
 
-def connect(path: Path, durability: Literal["normal", "full"] = "normal") -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-    db.execute("PRAGMA busy_timeout=10000")
-    db.execute("PRAGMA temp_store=FILE")
-    db.execute("PRAGMA cache_size=-65536")
-    return db
+def connect(path: Path, durability: Literal["normal", "full"] = "normal", schema: str = "") -> sqlite3.Connection:
+    """A connection of the writer or a reader thread; StoreError naming the file when SQLite cannot use it."""
+    pragmas = [
+        "journal_mode=WAL",
+        f"synchronous={'FULL' if durability == 'full' else 'NORMAL'}",
+        "busy_timeout=10000",
+        "temp_store=FILE",
+        "cache_size=-65536",
+    ]
+    return open_database(path, pragmas, schema)
 
 
 class SqliteGraphStore:
@@ -77,12 +80,11 @@ class SqliteGraphStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._durability = durability
+        self._write_db = connect(path, durability, SCHEMA)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="graph-writer")
         self._readers = ThreadPoolExecutor(2, thread_name_prefix="graph-reader")
         self._parser = ThreadPoolExecutor(1, thread_name_prefix="graph-parser")
         self._local = threading.local()
-        self._write_db = connect(path, durability)
-        self._write_db.executescript(SCHEMA)
         self._write_lock = asyncio.Lock()
 
     async def close(self) -> None:

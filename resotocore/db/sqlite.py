@@ -55,18 +55,39 @@ CHECKPOINT_EVERY = 500
 """Commits between two background checkpoints of the write-ahead log."""
 
 
+def open_database(path: Path, pragmas: list[str], schema: str = "") -> sqlite3.Connection:
+    """A connection to `path` with `pragmas` set and `schema` created.
+
+    SQLite reports a database it cannot use (a directory in its place, a file that is no database, no
+    permission) only when it is first read or written; that is a StoreError naming the file, so the core
+    stops at start-up with one clear line instead of a traceback.
+    """
+    db: sqlite3.Connection | None = None
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for pragma in pragmas:
+            db.execute(f"PRAGMA {pragma}")
+        if schema:
+            db.executescript(schema)
+        return db
+    except sqlite3.Error as e:
+        if db is not None:
+            db.close()
+        raise StoreError(f"cannot open the database {path}: {e}") from None
+
+
 class SqliteStore:
     def __init__(self, path: Path, durability: Durability = "normal", checkpoint_every: int = CHECKPOINT_EVERY) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
         self._background_checkpoints = durability == "normal"
-        if self._background_checkpoints:
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
+        pragmas = [
+            "journal_mode=WAL",
+            f"synchronous={'FULL' if durability == 'full' else 'NORMAL'}",
+            "busy_timeout=5000",
+            *(["wal_autocheckpoint=0"] if self._background_checkpoints else []),
+        ]
+        self._db = open_database(path, pragmas, SCHEMA)
         self._checkpoint_every = checkpoint_every
         self._commits = 0
         self._headers: dict[str, tuple[object, ...]] = {}  # fields of the last stored header of each running run

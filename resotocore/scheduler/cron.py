@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 MAX_COUNTED_SLOTS = 100_000
 
@@ -44,14 +44,42 @@ def validate(cron: str, timezone: str) -> None:
     validate_timezone(timezone)
 
 
+FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day of week", "0-7 or sun-sat"),
+)
+
+
 def validate_cron(cron: str) -> str:
-    if len(cron.split()) != 5 or not croniter.is_valid(cron):
-        raise ScheduleError(f"invalid cron expression {cron!r}: expected 5 fields like '0 * * * *'")
-    try:  # well-formed, but a date that never comes (such as the 31st of February) is no schedule
+    if (count := len(cron.split())) != len(FIELDS):
+        raise ScheduleError(
+            f"invalid cron expression {cron!r}: expected 5 fields (minute hour day-of-month month day-of-week) "
+            f"like '0 * * * *', found {count}"
+        )
+    try:  # a well-formed expression whose date never comes (such as the 31st of February) is no schedule either
         croniter(cron, datetime(2000, 1, 1)).get_next(datetime)
     except CroniterBadDateError:
         raise ScheduleError(f"invalid cron expression {cron!r}: it never fires") from None
+    except CroniterError as e:
+        raise ScheduleError(f"invalid cron expression {cron!r}: {_bad_field(cron) or e}") from None
     return cron
+
+
+def _bad_field(cron: str) -> str | None:
+    """Which field of a refused 5-field `cron` is wrong, and how: croniter names the whole expression only.
+    Each field is tried with every other field ``*``; None when each alone is accepted."""
+    fields = cron.split()
+    for index, (name, allowed) in enumerate(FIELDS):
+        try:
+            croniter(" ".join(field if i == index else "*" for i, field in enumerate(fields)))
+        except CroniterError as e:
+            if "out of range" in str(e):
+                return f"{name} {fields[index]!r} is out of range ({allowed})"
+            return f"{name} {fields[index]!r} is not valid (use {allowed}, *, a range a-b, a list a,b or a step */n)"
+    return None
 
 
 def validate_timezone(timezone: str) -> str:

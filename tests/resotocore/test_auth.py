@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import re
 import ssl
 import threading
 import time
@@ -188,6 +189,22 @@ def test_non_loopback_needs_psk_or_allow_insecure(tmp_path: Path, tls: dict[str,
     assert CoreConfig(data_dir=tmp_path, host="0.0.0.0", allow_insecure=True).allow_insecure
     with pytest.raises(ValueError, match="--tls-cert and --tls-key go together"):
         CoreConfig(data_dir=tmp_path, tls_cert=tls["cert"])
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1", "localhost",
+             "LocalHost"],
+)  # fmt: skip
+def test_every_loopback_address_is_served_without_psk(tmp_path: Path, host: str) -> None:
+    assert CoreConfig(data_dir=tmp_path, host=host).host == host
+
+
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "::", "10.0.0.1", "128.0.0.1", "::2", "::ffff:10.0.0.1", "localhost.example.com", "example.com"]
+)
+def test_any_other_address_or_name_needs_psk(tmp_path: Path, host: str) -> None:
+    with pytest.raises(ValueError, match=f"refusing to listen on {re.escape(host)} without --psk"):
+        CoreConfig(data_dir=tmp_path, host=host)
 
 
 async def test_an_upgrade_header_does_not_open_rest_routes(core_client: CoreClientFactory, secured: CoreConfig) -> None:

@@ -167,3 +167,27 @@ async def test_a_broken_input_imports_nothing(tmp_path: Path, edit: Any, message
         await migrate.import_file(target, path)
     async with open_stores(target) as (store, graphs):
         assert await migrate.is_empty(store, graphs)
+
+
+@pytest.mark.parametrize("command", ["export", "import"])
+def test_a_database_that_cannot_be_opened_is_one_line_of_error(tmp_path: Path, command: str) -> None:
+    database = tmp_path / "data" / "resotocore.db"
+    database.parent.mkdir()
+    database.write_bytes(b"not a database " * 300)
+    empty = tmp_path / "empty.ndjson"
+    empty.write_text(
+        '{"type":"header","format":"resotocore-export","version":1}\n'
+        '{"type":"end","counts":{"subscriber":0,"run":0,"queued":0,"trigger_time":0,"node":0,"edge":0}}\n'
+    )
+    source = ["--input", str(empty)] if command == "import" else []
+    result = cli(command, "--data-dir", str(database.parent), *source)
+    assert result.returncode == 1
+    assert result.stderr == f"Error: cannot open the database {database}: file is not a database\n"
+
+
+def test_export_refuses_a_data_directory_without_a_store_and_creates_nothing(tmp_path: Path) -> None:
+    data_dir, output = tmp_path / "mistyped", tmp_path / "state.ndjson"
+    result = cli("export", "--data-dir", str(data_dir), "--output", str(output))
+    assert result.returncode == 1
+    assert result.stderr == f"Error: nothing to export: {data_dir} holds no store (resotocore.db is missing)\n"
+    assert list(tmp_path.iterdir()) == []

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -199,7 +201,8 @@ def test_help_and_version() -> None:
     [
         (["--schedule", "every hour"], {}, "--schedule: invalid cron expression 'every hour'"),
         (["--timezone", "Mars/Base"], {}, "--timezone: unknown timezone 'Mars/Base'"),
-        ([], {"RESOTOCORE_SCHEDULE": "99 * * * *"}, "--schedule: invalid cron expression"),
+        ([], {"RESOTOCORE_SCHEDULE": "99 * * * *"}, "--schedule: invalid cron expression '99 * * * *': minute '99'"),
+        (["--schedule", "0 * * *"], {}, "--schedule: invalid cron expression '0 * * *': expected 5 fields"),
         (["--schedule", "0 0 30 2 *"], {}, "--schedule: invalid cron expression '0 0 30 2 *': it never fires"),
         (["--catch-up", "all"], {}, "'all' is not one of 'latest', 'none'"),
         (["--port", "70000"], {}, "--port: Input should be less than or equal to 65535"),
@@ -254,8 +257,6 @@ def test_a_certificate_or_key_that_does_not_load_is_refused_naming_the_flag(
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -263,3 +264,71 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         result = run_cli("--data-dir", str(tmp_path), "--port", str(port), "--log-format", "json")
     assert result.returncode == 1
     assert "startup_failed" in result.stderr and "Traceback" not in result.stderr
+
+
+def not_a_database(path: Path) -> None:
+    path.write_bytes(b"not a database " * 300)
+
+
+@pytest.mark.parametrize(
+    ("name", "spoil", "message"),
+    [
+        ("resotocore.db", Path.mkdir, "unable to open database file"),
+        ("resotocore.db", not_a_database, "file is not a database"),
+        ("graph.db", not_a_database, "file is not a database"),
+        pytest.param(
+            "resotocore.db", lambda path: path.parent.chmod(0o555), "unable to open database file",
+            marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory"),
+        ),
+    ],
+)  # fmt: skip
+def test_a_database_that_cannot_be_opened_stops_the_core_with_one_line(
+    tmp_path: Path, name: str, spoil: Callable[[Path], None], message: str
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    spoil(data_dir / name)
+    result = run_cli("--data-dir", str(data_dir), "--port", "0", "--log-format", "json")
+    data_dir.chmod(0o755)
+    assert result.returncode == 1
+    [entry] = [json.loads(line) for line in result.stderr.splitlines()]  # one line, no traceback
+    assert entry.keys() == {"event", "level", "timestamp", "error"}
+    assert (entry["event"], entry["error"]) == (
+        "startup_failed",
+        f"cannot open the database {data_dir / name}: {message}",
+    )
+
+
+async def test_a_malformed_request_is_logged_as_one_json_line(core_process: StartCore) -> None:
+    core = await core_process()
+    port = int(core.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /system/ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n")
+        assert b" 400 " in await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert core.proc is not None
+    core.proc.send_signal(signal.SIGTERM)
+    assert await core.wait() == 0
+    assert [e for e in core.log if e["event"] == "raw"] == []  # every line of stderr was one JSON object
+    [error] = [e for e in core.log if e.get("logger") == "aiohttp.server"]
+    assert error["level"] == "error" and "LineTooLong" in error["exception"]
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_an_ipv6_address_is_logged_as_a_url_that_works(core_process: StartCore) -> None:
+    core = await core_process("--host", "::1")
+    assert core.url.startswith("http://[::1]:")
+    async with aiohttp.ClientSession() as session, session.get(f"{core.url}/system/ping") as response:
+        assert response.status == 200
