@@ -45,7 +45,13 @@ def stdlib_handler(as_json: bool, renderer: structlog.typing.Processor) -> loggi
 def setup_logging(fmt: LogFormat = "auto", level: str = "info") -> None:
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(),
+            # a traceback's local variables would show secrets (a config holding the PSK) in the clear
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
     )
     numeric = LEVELS.get(level.lower(), logging.INFO)
     structlog.configure(

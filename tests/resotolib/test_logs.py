@@ -16,6 +16,16 @@ try:
     1 / 0
 except ZeroDivisionError:
     logging.getLogger("library").exception("Error handling request")
+
+
+def fail(psk):
+    raise RuntimeError("boom")
+
+
+try:
+    fail("s3cret-psk")
+except RuntimeError:
+    structlog.get_logger("ours").exception("startup_failed")
 """
 
 
@@ -28,7 +38,7 @@ def run(fmt: str) -> str:
 
 def test_json_log_holds_one_object_per_line_also_for_standard_library_loggers() -> None:
     entries = [json.loads(line) for line in run("json").splitlines()]
-    assert [e["event"] for e in entries] == ["started", "Error handling request"]
+    assert [e["event"] for e in entries] == ["started", "Error handling request", "startup_failed"]
     assert entries[0].keys() == {"event", "level", "timestamp", "port"}
     library = entries[1]
     assert library["level"] == "error" and library["logger"] == "library"
@@ -40,3 +50,9 @@ def test_console_log_shows_standard_library_records_with_their_traceback() -> No
     assert "started" in text and "port=8900" in text
     assert "Error handling request" in text and "[library]" in text and "ZeroDivisionError" in text
     assert "not shown" not in text
+
+
+def test_tracebacks_show_no_local_variables() -> None:
+    for fmt in ("json", "console"):
+        text = run(fmt)
+        assert "RuntimeError" in text and "s3cret-psk" not in text, text
