@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import click
@@ -70,7 +71,7 @@ def export_command(group_values: dict[str, Any], /, output: str, **values: Any) 
         if output == "-":
             asyncio.run(migrate.export(config, sys.stdout))
         else:
-            with open(output, "w", encoding="utf-8") as out:
+            with migrate.replaced_on_success(Path(output)) as out:
                 asyncio.run(migrate.export(config, out))
     except (migrate.MigrationError, StoreError, OSError) as e:
         raise click.ClickException(str(e)) from None

@@ -15,11 +15,13 @@ of a queued run, trigger key, node id, edge) are replaced, everything else stays
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -88,6 +90,21 @@ def require_store(config: CoreConfig) -> None:
     mistyped ``--data-dir`` would export nothing, successfully, and leave empty database files behind."""
     if config.arango_url is None and not config.database.exists():
         raise MigrationError(f"nothing to export: {config.data_dir} holds no store ({config.database.name} is missing)")
+
+
+@contextmanager
+def replaced_on_success(path: Path) -> Iterator[IO[str]]:
+    """A file that becomes `path` only when the block succeeds: a failed export leaves an earlier export at
+    `path` as it was, and never a half-written one."""
+    part = path.with_name(f".{path.name}.part")
+    try:
+        with part.open("w", encoding="utf-8") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 async def export(config: CoreConfig, out: IO[str]) -> dict[str, int]:

@@ -26,6 +26,10 @@ from tests.support import CoreClientFactory
 
 T0 = datetime(2026, 2, 1, tzinfo=UTC)
 WORKFLOW = "collect_and_cleanup"
+EMPTY_EXPORT = (
+    '{"type":"header","format":"resotocore-export","version":1}\n'
+    '{"type":"end","counts":{"subscriber":0,"run":0,"queued":0,"trigger_time":0,"node":0,"edge":0}}\n'
+)
 
 
 def batch(account: str) -> list[str]:
@@ -175,10 +179,7 @@ def test_a_database_that_cannot_be_opened_is_one_line_of_error(tmp_path: Path, c
     database.parent.mkdir()
     database.write_bytes(b"not a database " * 300)
     empty = tmp_path / "empty.ndjson"
-    empty.write_text(
-        '{"type":"header","format":"resotocore-export","version":1}\n'
-        '{"type":"end","counts":{"subscriber":0,"run":0,"queued":0,"trigger_time":0,"node":0,"edge":0}}\n'
-    )
+    empty.write_text(EMPTY_EXPORT)
     source = ["--input", str(empty)] if command == "import" else []
     result = cli(command, "--data-dir", str(database.parent), *source)
     assert result.returncode == 1
@@ -191,3 +192,15 @@ def test_export_refuses_a_data_directory_without_a_store_and_creates_nothing(tmp
     assert result.returncode == 1
     assert result.stderr == f"Error: nothing to export: {data_dir} holds no store (resotocore.db is missing)\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_export_leaves_an_earlier_export_as_it_was(tmp_path: Path) -> None:
+    data_dir, output = tmp_path / "data", tmp_path / "state.ndjson"
+    data_dir.mkdir()
+    assert cli("import", "--data-dir", str(data_dir), "--input", "-", stdin=EMPTY_EXPORT).returncode == 0
+    assert cli("export", "--data-dir", str(data_dir), "--output", str(output)).returncode == 0
+    earlier = output.read_text()
+    (data_dir / "graph.db").write_bytes(b"not a database " * 300)  # the next export fails half-way
+    result = cli("export", "--data-dir", str(data_dir), "--output", str(output))
+    assert result.returncode == 1 and "graph.db" in result.stderr
+    assert output.read_text() == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["data", "state.ndjson"]
