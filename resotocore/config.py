@@ -125,11 +125,16 @@ class CoreConfig(BaseModel):
     max_frame_size: int = Field(4 * 1024 * 1024, ge=1024, description="Largest websocket frame accepted, in bytes.")
     queue_size: int = Field(1000, ge=1, description="Messages queued per websocket before it counts as too slow.")
     heartbeat: float = Field(
-        30.0, gt=0, description="Seconds between websocket pings; a peer silent for long is dropped."
+        30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds between websocket pings; a peer silent for long is dropped.",
     )
-    shutdown_timeout: float = Field(5.0, ge=0, description="Seconds to finish requests on shutdown.")
+    shutdown_timeout: float = Field(
+        5.0, ge=0, allow_inf_nan=False, description="Seconds to finish requests on shutdown."
+    )
     psk: str | None = Field(
-        None, description="Pre-shared key: every request must carry a JWT signed with it (see the README)."
+        None, repr=False, description="Pre-shared key: every request must carry a JWT signed with it (see the README)."
     )
     tls_cert: Path | None = Field(
         None, description="PEM certificate (chain) to serve HTTPS and WSS (with --tls-key); checked at start-up."

@@ -81,6 +81,11 @@ async def test_bad_tokens_are_401_and_never_logged(
     assert await core_of(client).store.subscribers() == []
 
 
+def test_the_psk_is_not_shown_with_the_settings(tmp_path: Path) -> None:
+    config = CoreConfig(data_dir=tmp_path, psk="s3cret-psk", db_password="pw-123")
+    assert "s3cret-psk" not in repr(config) and "pw-123" not in repr(config) and "s3cret-psk" not in str(config)
+
+
 def test_small_clock_skew_is_allowed() -> None:
     verifier = Verifier(PSK)
     assert verifier.verify(f"Bearer {resoto_token(PSK, time.time() - 5)}")["exp"] < time.time()

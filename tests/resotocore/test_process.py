@@ -206,6 +206,8 @@ def test_help_and_version() -> None:
         (["--schedule", "0 0 30 2 *"], {}, "--schedule: invalid cron expression '0 0 30 2 *': it never fires"),
         (["--catch-up", "all"], {}, "'all' is not one of 'latest', 'none'"),
         (["--port", "70000"], {}, "--port: Input should be less than or equal to 65535"),
+        (["--shutdown-timeout", "inf"], {}, "--shutdown-timeout: Input should be a finite number"),
+        ([], {"RESOTOCORE_HEARTBEAT": "nan"}, "--heartbeat: Input should be a finite number"),
     ],
 )
 def test_bad_configuration_is_refused_with_a_clear_message(
