@@ -30,8 +30,8 @@ from resotocore.db.store import Changes, QueuedRun, Store, StoreError
 from resotocore.metrics import CoreMetrics
 from resotocore.workflow import machine as m
 from resotocore.workflow.model import Workflow
+from resotocore.workflow.progress import StepProgress
 from resotocore.workflow.surpass import decide
-from resotolib.progress import StepProgress
 from resotolib.protocol import (
     Action,
     ActionData,
@@ -169,7 +169,7 @@ class Engine:
         return self._runs.get(task_id)
 
     def progress(self, task_id: TaskId) -> dict[SubscriberId, ActionProgressData]:
-        """Each subscriber's progress in the run's current step, its parts merged (see resotolib.progress)."""
+        """Each subscriber's progress in the run's current step, its parts merged (see resotocore.workflow.progress)."""
         run, reported = self._runs.get(task_id), self._progress.get(task_id, {})
         step = run.current.name if run is not None and run.current is not None else None
         return {sid: merged for sid, p in reported.items() if p.step == step and (merged := p.merged()) is not None}

@@ -40,10 +40,10 @@ class StepProgress:
         return len(self._parts)
 
     def merged(self) -> ActionProgressData | None:
-        """The latest message when there is one part; else the latest with a tree of every part's progress
-        (each part's context put in front of its path), named after the step."""
+        """The message when there is one part; else the last one to arrive with a tree of every part's
+        progress instead of its own (each part's context put in front of its path), named after the step."""
         if self._merged is None and self._parts:
-            latest = max(self._parts.values(), key=lambda d: d.at)
+            latest = next(reversed(self._parts.values()))  # the last one to arrive
             if len(self._parts) == 1:
                 self._merged = latest
             else:

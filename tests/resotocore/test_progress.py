@@ -1,10 +1,10 @@
-"""Merging the progress messages of one subscriber in one step."""
+"""Merging the progress messages of one subscriber in one step (resotocore.workflow.progress)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from resotolib.progress import StepProgress
+from resotocore.workflow.progress import StepProgress
 from resotolib.protocol import ActionProgressData, ProgressDone, ProgressTree, TaskId
 
 AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -33,7 +33,7 @@ def test_several_parts_become_one_tree_with_their_context_in_the_path() -> None:
     progress.add(part("acc1", 3, context=["aws"], at=2))
     progress.add(part("eu-1", 7, context=["example"], at=1))
     merged = progress.merged()
-    assert merged is not None and merged.at == AT + timedelta(seconds=2) and merged.context == []
+    assert merged is not None and merged.at == AT + timedelta(seconds=1) and merged.context == []  # the last to arrive
     assert merged.progress == ProgressTree(
         name="collect",
         parts=[
