@@ -22,7 +22,6 @@ log = structlog.get_logger(__name__)
 
 DISCONNECT_GRACE = timedelta(minutes=3)
 STARTUP_GRACE = timedelta(minutes=5)
-MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 Unsubscribed = Callable[[SubscriberId, frozenset[str]], Awaitable[None]]
 
@@ -54,8 +53,10 @@ def make_subscription(
             seconds = int(timeout)
         except (TypeError, ValueError):
             raise InvalidSubscription(f"invalid timeout {timeout!r}: expected whole seconds") from None
-        if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
-            raise InvalidSubscription(f"invalid timeout {seconds}: expected 1 to {MAX_TIMEOUT_SECONDS} seconds")
+        try:
+            protocol.check_timeout(seconds)
+        except ValueError as e:
+            raise InvalidSubscription(str(e)) from None
     wait = wait_for_completion if isinstance(wait_for_completion, bool) else str(wait_for_completion).lower() != "false"
     return Subscription(message_type=message_type, wait_for_completion=wait, timeout=seconds)
 

@@ -20,7 +20,6 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from resotocore.bus.subscribers import MAX_TIMEOUT_SECONDS
 from resotocore.web.api import MAX_PAGE
 from resotocore.web.auth import OPEN_PATHS, VERIFIER
 from resotocore.workflow.machine import Outcome, RunStatus
@@ -37,6 +36,7 @@ from resotolib.graph import (
     SearchRequest,
 )
 from resotolib.protocol import (
+    MAX_TIMEOUT_SECONDS,
     NAME_PATTERN,
     ActionProgressData,
     Message,
