@@ -216,7 +216,13 @@ class Subscription(_Frozen):
 
     message_type: str
     wait_for_completion: bool = True
-    timeout: int = Field(default=60, description="seconds the core waits for this subscriber's answer")
+    timeout: int = Field(
+        default=60,
+        ge=1,
+        le=MAX_TIMEOUT_SECONDS,
+        strict=True,  # a JSON integer: lax parsing would take true as 1 s, and "30" or 30.0 as 30
+        description="whole seconds the core waits for this subscriber's answer",
+    )
 
 
 class Subscriber(_Frozen):

@@ -316,7 +316,7 @@ OPERATIONS: tuple[Operation, ...] = (
         description="Resoto's clients rely on exactly 200 with the subscriber as the answer.",
         parameters=(
             SUBSCRIBER_ID, MESSAGE_TYPE,
-            _query("timeout", "seconds the core waits for this subscriber's answer (default 60)",
+            _query("timeout", "seconds (digits 0-9 only) the core waits for this subscriber's answer (default 60)",
                    {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_SECONDS}),
             _query("wait_for_completion", "true unless `false` (any case; default true)",
                    {"type": "string", "examples": ["true", "False"]}),
