@@ -25,12 +25,14 @@ import structlog
 from resotoctl.child import DRAIN_SECONDS, error_text, run_child
 from resotoctl.limits import OutputBudget
 from resotoctl.signals import exit_code, stop_signals
-from resotolib.protocol import Action, Subscription, serialize
+from resotolib.protocol import MAX_TIMEOUT_SECONDS, Action, Subscription, serialize
 
 log = structlog.get_logger(__name__)
 
 ANSWER_MARGIN = 5
 """Seconds the core waits beyond the command's limit and kill grace, for the answer to arrive."""
+DEFAULT_KILL_GRACE = 5.0
+"""Seconds between SIGTERM and SIGKILL when a command's process group is stopped (--kill-grace)."""
 Level = Literal["info", "warning", "error"]
 
 
@@ -40,7 +42,7 @@ class SubscribeOptions:
     subscriber_id: str
     command: tuple[str, ...]
     timeout: int
-    kill_grace: float = 5.0
+    kill_grace: float = DEFAULT_KILL_GRACE
     wait: bool = True
     max_lines: int = 50
     lines_per_second: float = 5.0
@@ -53,6 +55,11 @@ class SubscribeOptions:
 def subscription_timeout(timeout: float, kill_grace: float) -> int:
     """Whole seconds the core waits for an answer: the command's limit, its kill grace, a margin."""
     return math.ceil(timeout + kill_grace + DRAIN_SECONDS) + ANSWER_MARGIN
+
+
+def max_timeout(kill_grace: float) -> int:
+    """The longest ``--timeout`` whose subscription timeout stays within the core's limit."""
+    return MAX_TIMEOUT_SECONDS - ANSWER_MARGIN - math.ceil(kill_grace + DRAIN_SECONDS)
 
 
 def command_env(base: Mapping[str, str], action: Action, subscriber_id: str, core_uri: str) -> dict[str, str]:

@@ -8,24 +8,34 @@ at a time. A hook that finds its id taken before it ever connected (two started 
 connected first) fails the same way and leaves the subscriptions to the hook that has the id.
 
 The core is told to wait ``--timeout`` plus the kill grace plus a margin, so the answer "timed out"
-arrives before the core gives up. SIGINT, SIGTERM or SIGHUP: the running command's group is stopped, its
+arrives before the core gives up; a sum beyond the core's limit is a usage error before anything is
+registered. SIGINT, SIGTERM or SIGHUP: the running command's group is stopped, its
 action answered "interrupted", every subscription removed; the exit code is 130, 143 or 129.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import click
 import structlog
 
+from resotoctl.child import DRAIN_SECONDS
 from resotoctl.config import Ctl
 from resotoctl.errors import CtlError, execute
-from resotoctl.runner import ActionRunner, Stop, SubscribeOptions
+from resotoctl.runner import (
+    ANSWER_MARGIN,
+    DEFAULT_KILL_GRACE,
+    ActionRunner,
+    Stop,
+    SubscribeOptions,
+    max_timeout,
+)
 from resotolib.client import CoreClient, CoreError, already_connected
-from resotolib.protocol import Subscription
+from resotolib.protocol import MAX_TIMEOUT_SECONDS, Subscription
 from resotolib.subscriber import ActionSubscriber
 
 log = structlog.get_logger(__name__)
@@ -33,6 +43,8 @@ log = structlog.get_logger(__name__)
 STOP_MARGIN = 5.0
 """Seconds beyond the kill grace that stopping may take before the running action is abandoned."""
 COMMAND = "command"
+WAIT_BEYOND = ANSWER_MARGIN + math.ceil(DRAIN_SECONDS)
+"""Whole seconds the core waits beyond --timeout and --kill-grace (for a whole --kill-grace)."""
 
 
 async def register(client: CoreClient, subscriber_id: str, subscriptions: Sequence[Subscription]) -> None:
@@ -95,6 +107,18 @@ async def _unsubscribe(subscriber: ActionSubscriber) -> None:
         log.error("unsubscribe_failed", error=str(e), hint="the core drops subscribers that stay away for 3 minutes")
 
 
+def check_timeout(ctx: click.Context, timeout: int, kill_grace: float) -> None:
+    """A usage error when the core would refuse the subscription timeout made of --timeout and --kill-grace."""
+    limit = max_timeout(kill_grace)
+    if timeout > limit:
+        raise click.UsageError(
+            f"--timeout {timeout} with --kill-grace {kill_grace:g} is too long: the core waits at most "
+            f"{MAX_TIMEOUT_SECONDS} s for an answer, which must cover --timeout + --kill-grace + {WAIT_BEYOND} s; "
+            f"with --kill-grace {kill_grace:g}, --timeout is at most {limit}",
+            ctx,
+        )
+
+
 class _CommandAfterDashes(click.Command):
     """Everything after the first ``--`` is the command to run, kept apart from the action names."""
 
@@ -114,12 +138,14 @@ class _CommandAfterDashes(click.Command):
 @click.argument("actions", nargs=-1, required=True, metavar="ACTION...")
 @click.option("--id", "subscriber_id", required=True, help="Subscriber id to register with (one per hook).")
 @click.option(
-    "--timeout", default=600, show_default=True, type=click.IntRange(1, 7 * 24 * 3600),
-    help="Seconds the command may run; then its process group is killed and the action answered with an error.",
+    "--timeout", default=600, show_default=True, type=click.IntRange(min=1),
+    help="Seconds the command may run; then its process group is killed and the action answered with an error. "
+    f"The core waits this long plus --kill-grace plus {WAIT_BEYOND} s, at most {MAX_TIMEOUT_SECONDS} s: "
+    f"--timeout is at most {max_timeout(DEFAULT_KILL_GRACE)} with the default --kill-grace.",
 )  # fmt: skip
 @click.option("--no-wait", is_flag=True, help="Register without wait_for_completion: runs do not wait for answers.")
 @click.option(
-    "--kill-grace", default=5.0, show_default=True, type=click.FloatRange(0, 300),
+    "--kill-grace", default=DEFAULT_KILL_GRACE, show_default=True, type=click.FloatRange(0, 300),
     help="Seconds between SIGTERM and SIGKILL when the command's process group is stopped.",
 )  # fmt: skip
 @click.option(
@@ -150,6 +176,7 @@ def subscribe(ctx: click.Context, /, **values: Any) -> None:
     command = ctx.meta.get(COMMAND, ())
     if not command:
         raise click.UsageError("give the command to run after --, e.g. `... --id my-report -- ./report.sh`", ctx)
+    check_timeout(ctx, values["timeout"], values["kill_grace"])
     options = SubscribeOptions(
         actions=tuple(dict.fromkeys(values["actions"])), subscriber_id=values["subscriber_id"], command=command,
         timeout=values["timeout"], kill_grace=values["kill_grace"], wait=not values["no_wait"],

@@ -103,6 +103,14 @@ def already_connected(error: CoreError) -> bool:
     return error.status == 429 and "too many new tokens" not in error.message
 
 
+def graph_missing(error: CoreError) -> bool:
+    """The core has no graph of the name asked for (404), e.g. before the first collect merged one.
+
+    Told apart from a 404 of a wrong URI (a proxy's, or an unknown route) by the core's message.
+    """
+    return error.status == 404 and error.message.startswith("no graph ")
+
+
 class CoreClient:
     """REST and event-stream client of one core. Pass a session to share it; otherwise one is created."""
 

@@ -43,6 +43,20 @@ def check_subscriber_id(value: str) -> str:
 SubscriberIdName = Annotated[str, AfterValidator(check_subscriber_id)]
 """A settings field holding a subscriber id: an id the core would refuse is refused when the settings are read."""
 
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+"""The longest the core waits for one subscriber's answer (a week); a longer subscription timeout is answered 400."""
+
+
+def check_timeout(seconds: int) -> int:
+    """``seconds`` when the core accepts it as a subscription timeout, else ValueError."""
+    if not 1 <= seconds <= MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"invalid timeout {seconds}: expected 1 to {MAX_TIMEOUT_SECONDS} seconds")
+    return seconds
+
+
+TimeoutSeconds = Annotated[int, AfterValidator(check_timeout)]
+"""A settings field holding a subscription timeout: one the core would refuse is refused when the settings are read."""
+
 
 class ProtocolError(ValueError):
     """A frame that is not valid JSON, not an object, of an unknown kind, or with invalid fields."""
@@ -202,7 +216,13 @@ class Subscription(_Frozen):
 
     message_type: str
     wait_for_completion: bool = True
-    timeout: int = Field(default=60, description="seconds the core waits for this subscriber's answer")
+    timeout: int = Field(
+        default=60,
+        ge=1,
+        le=MAX_TIMEOUT_SECONDS,
+        strict=True,  # a JSON integer: lax parsing would take true as 1 s, and "30" or 30.0 as 30
+        description="whole seconds the core waits for this subscriber's answer",
+    )
 
 
 class Subscriber(_Frozen):

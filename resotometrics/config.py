@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, FilePath
 
 from resotolib.graph import DEFAULT_GRAPH, GraphName
-from resotolib.protocol import SubscriberIdName, Subscription
+from resotolib.protocol import MAX_TIMEOUT_SECONDS, SubscriberIdName, Subscription, TimeoutSeconds
 
 MESSAGE_TYPE = "generate_metrics"
 
@@ -26,8 +26,10 @@ class MetricsConfig(BaseModel):
     subscriber_id: SubscriberIdName = Field(
         "resoto.metrics", description="Id this exporter subscribes with: 1-128 letters, digits and _.:@-."
     )
-    timeout: int = Field(
-        300, ge=1, description="Seconds the core waits for an answer; also the time limit of one metrics update."
+    timeout: TimeoutSeconds = Field(
+        300,
+        description=f"Seconds (1 to {MAX_TIMEOUT_SECONDS}) the core waits for an answer; also the time limit of "
+        "one metrics update.",
     )
     metrics_file: Path | None = Field(
         None,

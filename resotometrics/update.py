@@ -2,7 +2,8 @@
 
 The queries run one after another, each under what is left of the update's time limit. The first one
 that fails ends the update with ``UpdateFailed`` naming its metric; the snapshot being served is only
-replaced when every query answered.
+replaced when every query answered. A graph that does not exist (yet) is no failure: every metric is
+empty, as it would be for an empty graph.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Protocol
 
 import structlog
 
-from resotolib.client import CoreError
+from resotolib.client import CoreError, graph_missing
 from resotolib.graph import AggregateRequest, AggregateRow
 from resotometrics.definition import MetricDefinition
 from resotometrics.exporter import Exporter
@@ -52,6 +53,9 @@ async def compute(
         except TimeoutError:
             raise UpdateFailed(definition.name, f"the update took longer than {time_limit:g}s") from None
         except CoreError as e:
+            if graph_missing(e):  # nothing collected yet (or the graph was deleted): nothing to count
+                log.info("graph_missing", graph=graph)
+                return build_snapshot(definitions, {}, now)
             raise UpdateFailed(definition.name, str(e)) from None
         log.debug("metric_queried", metric=definition.name, rows=len(rows[definition.name]))
     return build_snapshot(definitions, rows, now)

@@ -9,7 +9,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field
 
 from resotolib.graph import DEFAULT_GRAPH, GraphName
-from resotolib.protocol import SubscriberIdName, Subscription
+from resotolib.protocol import MAX_TIMEOUT_SECONDS, SubscriberIdName, Subscription, TimeoutSeconds
 
 
 def default_data_dir() -> Path:
@@ -37,8 +37,10 @@ class WorkerConfig(BaseModel):
     subscriber_id: SubscriberIdName = Field(
         "resoto.worker", description="Id this worker subscribes with: 1-128 letters, digits and _.:@-."
     )
-    timeout: int = Field(
-        10800, ge=1, description="Seconds the core waits for an answer; also the time limit of each collector."
+    timeout: TimeoutSeconds = Field(
+        10800,
+        description=f"Seconds (1 to {MAX_TIMEOUT_SECONDS}) the core waits for an answer; also the time limit of "
+        "each collector.",
     )
     data_dir: Path = Field(default_factory=default_data_dir, description="Directory for the collectors' state.")
     graph: GraphName = Field(DEFAULT_GRAPH, description="Name of the graph in the core: 1-64 letters, digits, _ and -.")

@@ -8,6 +8,7 @@ restart), so the core stops waiting for it.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 
@@ -16,13 +17,14 @@ import structlog
 from resotocore.bus.message_bus import Listener
 from resotocore.db.store import Changes, Store
 from resotolib import protocol
-from resotolib.protocol import Subscriber, SubscriberId, Subscription
+from resotolib.protocol import MAX_TIMEOUT_SECONDS, Subscriber, SubscriberId, Subscription
 
 log = structlog.get_logger(__name__)
 
 DISCONNECT_GRACE = timedelta(minutes=3)
 STARTUP_GRACE = timedelta(minutes=5)
-MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+DIGITS = re.compile(r"[0-9]+")
+MAX_DIGITS = 20
 
 Unsubscribed = Callable[[SubscriberId, frozenset[str]], Awaitable[None]]
 
@@ -43,21 +45,27 @@ def check_name(kind: str, value: str) -> str:
         raise InvalidSubscription(str(e)) from None
 
 
-def make_subscription(
-    message_type: str, timeout: str | int | None, wait_for_completion: str | bool | None
-) -> Subscription:
-    """Build a subscription from request values: timeout in whole seconds, wait is true unless 'false'."""
+def make_subscription(message_type: str, timeout: str | None, wait_for_completion: str | None) -> Subscription:
+    """Build a subscription from query values: timeout in whole seconds, wait is true unless 'false'."""
     check_name("message type", message_type)
-    seconds = 60
-    if timeout is not None:
-        try:
-            seconds = int(timeout)
-        except (TypeError, ValueError):
-            raise InvalidSubscription(f"invalid timeout {timeout!r}: expected whole seconds") from None
-        if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
-            raise InvalidSubscription(f"invalid timeout {seconds}: expected 1 to {MAX_TIMEOUT_SECONDS} seconds")
-    wait = wait_for_completion if isinstance(wait_for_completion, bool) else str(wait_for_completion).lower() != "false"
+    seconds = 60 if timeout is None else parse_timeout(timeout)
+    wait = str(wait_for_completion).lower() != "false"
     return Subscription(message_type=message_type, wait_for_completion=wait, timeout=seconds)
+
+
+def parse_timeout(text: str) -> int:
+    """Seconds written as plain decimal digits (as Resoto's clients send them), within the core's limit.
+
+    ``int()`` alone would also take "1_0", " 10", "+10" and digits of other scripts.
+    """
+    if not DIGITS.fullmatch(text):
+        raise InvalidSubscription(f"invalid timeout {text!r}: expected whole seconds, digits 0-9 only")
+    if len(text) > MAX_DIGITS:  # far beyond the limit, and int() refuses 4,300 digits and more
+        raise InvalidSubscription(f"invalid timeout of {len(text)} digits: expected 1 to {MAX_TIMEOUT_SECONDS} seconds")
+    try:
+        return protocol.check_timeout(int(text))
+    except ValueError as e:
+        raise InvalidSubscription(str(e)) from None
 
 
 class SubscriberRegistry:

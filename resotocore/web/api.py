@@ -61,8 +61,8 @@ async def put_subscriber(request: web.Request) -> web.Response:
     subscriptions = _subscriptions.validate_json(await request.read())
     if len(subscriptions) > core.config.max_subscriptions:
         raise ClientError(f"too many subscriptions: at most {core.config.max_subscriptions} per subscriber")
-    for subscription in subscriptions:
-        make_subscription(subscription.message_type, subscription.timeout, subscription.wait_for_completion)
+    for subscription in subscriptions:  # the model checks the timeout: a JSON integer within the limit
+        check_name("message type", subscription.message_type)
     sid = SubscriberId(request.match_info["id"])
     unless_connected = request.query.get("unless_connected", "").lower() == "true"
     replaced = await core.registry.replace(sid, subscriptions, core.clock.now(), unless_connected=unless_connected)

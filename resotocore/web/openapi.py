@@ -20,7 +20,6 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from resotocore.bus.subscribers import MAX_TIMEOUT_SECONDS
 from resotocore.web.api import MAX_PAGE
 from resotocore.web.auth import OPEN_PATHS, VERIFIER
 from resotocore.workflow.machine import Outcome, RunStatus
@@ -37,6 +36,7 @@ from resotolib.graph import (
     SearchRequest,
 )
 from resotolib.protocol import (
+    MAX_TIMEOUT_SECONDS,
     NAME_PATTERN,
     ActionProgressData,
     Message,
@@ -316,7 +316,7 @@ OPERATIONS: tuple[Operation, ...] = (
         description="Resoto's clients rely on exactly 200 with the subscriber as the answer.",
         parameters=(
             SUBSCRIBER_ID, MESSAGE_TYPE,
-            _query("timeout", "seconds the core waits for this subscriber's answer (default 60)",
+            _query("timeout", "seconds (digits 0-9 only) the core waits for this subscriber's answer (default 60)",
                    {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_SECONDS}),
             _query("wait_for_completion", "true unless `false` (any case; default true)",
                    {"type": "string", "examples": ["true", "False"]}),

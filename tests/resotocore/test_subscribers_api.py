@@ -84,6 +84,12 @@ async def test_get_put_delete_subscriber_and_lists(core_client: CoreClientFactor
         ("/subscriber/s/collect", {"timeout": "0"}, "invalid timeout"),
         ("/subscriber/s/collect", {"timeout": "-5"}, "invalid timeout"),
         ("/subscriber/s/collect", {"timeout": "99999999999"}, "invalid timeout"),
+        # whole seconds as Resoto's clients send them, digits 0-9 only: int() would take each of these
+        ("/subscriber/s/collect", {"timeout": "1_0"}, "invalid timeout '1_0': expected whole seconds, digits 0-9"),
+        ("/subscriber/s/collect", {"timeout": " 10"}, "invalid timeout ' 10'"),
+        ("/subscriber/s/collect", {"timeout": "+10"}, "invalid timeout '+10'"),
+        ("/subscriber/s/collect", {"timeout": "\uff11\uff10"}, "invalid timeout"),  # fullwidth digits
+        ("/subscriber/s/collect", {"timeout": "9" * 5000}, "invalid timeout of 5000 digits"),
     ],
 )
 async def test_invalid_requests_get_400_and_change_nothing(
@@ -108,6 +114,26 @@ async def test_put_with_a_bad_body_is_refused(core_client: CoreClientFactory, bo
     assert response.status == 400
     assert "error" in await response.json()
     assert set((await (await client.get("/subscriber/s")).json())["subscriptions"]) == {"collect"}
+
+
+@pytest.mark.parametrize("value", ["true", "false", "60.0", "6e1", '"60"', "null", "0", "604801", "[60]"])
+async def test_put_takes_a_timeout_only_as_a_json_integer_within_the_limit(
+    core_client: CoreClientFactory, value: str
+) -> None:
+    """As the query takes only digits: 60.0 is refused like "60" and true (which lax parsing takes as 1 s)."""
+    client = await core_client()
+    await client.post("/subscriber/s/collect", params={"timeout": "30"})
+    body = f'[{{"message_type": "cleanup", "timeout": {value}}}]'
+    response = await client.put("/subscriber/s", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert (await response.json())["error"].startswith("0.timeout: ")
+    assert (await (await client.get("/subscriber/s")).json())["subscriptions"] == {
+        "collect": {"message_type": "collect", "wait_for_completion": True, "timeout": 30}
+    }
+    assert [s.subscriptions["collect"].timeout for s in await core_of(client).store.subscribers()] == [30]
+    body = '[{"message_type": "cleanup", "timeout": 604800}]'
+    response = await client.put("/subscriber/s", data=body, headers={"Content-Type": "application/json"})
+    assert (await response.json())["subscriptions"]["cleanup"]["timeout"] == 604800
 
 
 async def test_put_unless_connected_leaves_a_connected_subscriber_alone(core_client: CoreClientFactory) -> None:

@@ -16,9 +16,9 @@ import pytest
 from resotoctl import subscribe as subscribe_command
 from resotoctl.config import Connection, Ctl
 from resotoctl.errors import CtlError
-from resotoctl.runner import SubscribeOptions
+from resotoctl.runner import SubscribeOptions, max_timeout, subscription_timeout
 from resotolib.client import CoreClient
-from resotolib.protocol import Subscription
+from resotolib.protocol import MAX_TIMEOUT_SECONDS, Subscription
 from resotolib.subscriber import ActionSubscriber
 from tests.resotoctl.support import CtlProcess, ctl, eventually, group_alive, read_int, script, until_async
 from tests.support import CoreProcess
@@ -197,3 +197,35 @@ async def test_a_hook_that_loses_its_id_before_connecting_fails_and_leaves_the_w
         assert winner.connected
     finally:
         await winner.close()
+
+
+@pytest.mark.parametrize("kill_grace", [0, 0.5, 1, 5, 299.5, 300])
+def test_the_largest_timeout_makes_the_cores_largest_subscription_timeout(kill_grace: float) -> None:
+    largest = max_timeout(kill_grace)
+    assert subscription_timeout(largest, kill_grace) == MAX_TIMEOUT_SECONDS
+    assert subscription_timeout(largest + 1, kill_grace) > MAX_TIMEOUT_SECONDS
+
+
+async def test_a_timeout_the_core_would_refuse_is_a_usage_error(core: CoreProcess, client: CoreClient) -> None:
+    """--timeout plus --kill-grace plus the margin must stay within the core's limit: checked before registering,
+    naming the flags and the largest --timeout, instead of the core's 400 about a number never typed."""
+    command = ("--", "true")
+    default_grace, no_grace = await asyncio.gather(
+        ctl(core.url, "subscribe", STEP, "--id", "hook", "--timeout", str(MAX_TIMEOUT_SECONDS), *command),
+        ctl(core.url, "subscribe", STEP, "--id", "hook", "--timeout", "604795", "--kill-grace", "0", *command),
+    )
+    assert default_grace.code == 2, default_grace
+    assert "--timeout 604800 with --kill-grace 5 is too long" in default_grace.stderr
+    assert "with --kill-grace 5, --timeout is at most 604789" in default_grace.stderr
+    assert no_grace.code == 2, no_grace
+    assert "with --kill-grace 0, --timeout is at most 604794" in no_grace.stderr
+    assert await client.subscriber("hook") is None
+    help_text = " ".join((await ctl(core.url, "subscribe", "--help")).stdout.split())
+    assert "at most 604800 s: --timeout is at most 604789 with the default --kill-grace" in help_text
+
+
+async def test_the_largest_timeout_is_registered(core: CoreProcess, client: CoreClient, ctl_process: StartCtl) -> None:
+    process = await hook(ctl_process, core, client, Path("true"), "--timeout", "604794", "--kill-grace", "0")
+    registered = await client.subscriber("hook")
+    assert registered is not None and registered.subscriptions[STEP].timeout == MAX_TIMEOUT_SECONDS
+    assert await stop(process, client) == 130

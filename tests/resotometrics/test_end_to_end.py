@@ -1,5 +1,5 @@
 """Core and exporter as real processes: after the metrics workflow, /metrics holds exactly what the graph
-holds; a failing query keeps the old snapshot; scrapes never need the core."""
+holds; a deleted graph empties every metric; scrapes never need the core."""
 
 from __future__ import annotations
 
@@ -234,22 +234,18 @@ async def test_metrics_equal_the_graph_and_survive_a_failing_core(
         assert only(after, "resotometrics_update_metrics_seconds_count") == {frozenset(): 1.0}
         assert only(after, "resotometrics_last_success_timestamp_seconds")[frozenset()] > 0
 
-        # a failing query: the action is answered with an error naming the metric, the old snapshot stays
+        # the graph deleted: the update succeeds, every metric is there without samples
         await client.delete_graph("resoto")
-        failed = await run_workflow(client, "metrics")
-        assert not failed["success"]
-        history = await client.runs("metrics")
-        assert history["runs"][0]["id"] == failed["id"]
-        [step] = [s for s in history["runs"][0]["steps"] if s["name"] == "generate_metrics"]
-        outcome = step["subscribers"]["resoto.metrics"]
-        assert outcome["outcome"] == "error"
-        assert outcome["error"].startswith("metric resoto_instances_total: 404"), outcome
-        _, kept = await scrape(exporter.url)
-        assert resoto(kept) == want
-        assert only(kept, "resotometrics_update_failures_total") == {frozenset(): 1.0}
+        emptied = await run_workflow(client, "metrics")
+        assert emptied["success"], f"{emptied}\n{exporter.tail()}"
+        text, kept = await scrape(exporter.url)
+        assert resoto(kept) == {}
+        types = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE resoto_")}
+        assert types == {d.name if d.type == "gauge" else d.name.removesuffix("_total") + "_total" for d in definitions}
+        assert only(kept, "resotometrics_update_failures_total") == {frozenset(): 0.0}
         assert only(kept, "resotometrics_update_metrics_seconds_count") == {frozenset(): 2.0}
-        last_success = only(after, "resotometrics_last_success_timestamp_seconds")
-        assert only(kept, "resotometrics_last_success_timestamp_seconds") == last_success
+        last_success = only(after, "resotometrics_last_success_timestamp_seconds")[frozenset()]
+        assert only(kept, "resotometrics_last_success_timestamp_seconds")[frozenset()] >= last_success
 
     # between runs, scrapes never need the core
     core.kill()

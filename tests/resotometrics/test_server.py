@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiohttp.typedefs import Handler
+from prometheus_client.parser import text_string_to_metric_families
 
 from resotocore.app import create_app as create_core_app
 from resotocore.config import CoreConfig
@@ -23,6 +24,7 @@ from resotolib.protocol import Action, ActionData, TaskId
 from resotometrics.config import MetricsConfig
 from resotometrics.definition import MetricDefinition
 from resotometrics.exporter import Exporter
+from resotometrics.loader import load_definitions
 from resotometrics.server import ActionHandler, serve
 from resotometrics.update import UpdateFailed, Updater
 from resotometrics.web import create_app
@@ -107,8 +109,12 @@ async def test_update_swaps_in_a_complete_snapshot(core: FakeCore, exporter: Exp
 
 @pytest.mark.parametrize(
     "error",
-    [CoreError(400, "invalid path"), CoreUnreachable("http://core", "ConnectionRefusedError")],
-    ids=["rejected", "unreachable"],
+    [
+        CoreError(400, "invalid path"),
+        CoreUnreachable("http://core", "ConnectionRefusedError"),
+        CoreError(404, "Not Found"),  # not the core's "no graph": a wrong URI
+    ],
+    ids=["rejected", "unreachable", "not-found"],
 )
 async def test_failing_query_names_its_metric_and_keeps_the_old_snapshot(
     core: FakeCore, exporter: Exporter, error: Exception
@@ -233,6 +239,57 @@ async def test_serve_against_a_real_core(aiohttp_client: Any, tmp_path: Path, cl
     finally:
         stop.set()
         await asyncio.wait_for(server, 10)
+
+
+async def test_a_graph_that_does_not_exist_gives_empty_metrics(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Before the first collect (or once the graph is deleted) every metric is there without samples,
+    and the update succeeds, instead of failing on the core's 404 at every run."""
+    core: TestClient[Any, Any] = await aiohttp_client(create_core_app(CoreConfig(data_dir=tmp_path, port=0), clock))
+    core_url = str(core.make_url("")).rstrip("/")
+    config = MetricsConfig(resotocore_uri=core_url, web_port=0, timeout=30)
+    names = {d.name for d in load_definitions(None)}
+    stop = asyncio.Event()
+    urls: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+    server = asyncio.get_running_loop().create_task(serve(config, stop, urls.set_result))
+    try:
+        [url] = await asyncio.wait_for(urls, 10)
+        await wait_until(lambda: connected(url))
+        async with CoreClient(core_url) as client:
+            assert (await run_metrics(core))["success"] is True
+            empty = await get_text(f"{url}/metrics")
+            batch = GraphBatch("example", "acc-1")
+            batch.resource("example_instance", "r1", "i-1", instance_cores=2, instance_type="ex.small")
+            await client.merge("resoto", batch.ndjson())
+            assert (await run_metrics(core))["success"] is True
+            collected = parse_metrics(await get_text(f"{url}/metrics"))
+            await client.delete_graph("resoto")
+            assert (await run_metrics(core))["success"] is True
+            deleted = await get_text(f"{url}/metrics")
+        health = await get_json(f"{url}/health")
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 10)
+    for text in (empty, deleted):
+        families = {f.name: f.samples for f in text_string_to_metric_families(text) if f.name in names}
+        assert set(families) == names and not any(families.values()), families
+    assert sum(only(collected, "resoto_instances_total").values()) == 1.0
+    assert health["last_error"] is None and health["series"] == 0 and health["updates"] == 3
+    assert only(parse_metrics(deleted), "resotometrics_update_failures_total") == {frozenset(): 0.0}
+
+
+async def run_metrics(core: TestClient[Any, Any]) -> dict[str, Any]:
+    """Run the metrics workflow to its end; the task as the core shows it."""
+    events = await core.ws_connect("/events?show=task_end")
+    try:
+        started = await (await core.post("/workflows/metrics/run")).json()
+        async with asyncio.timeout(10):
+            while (await events.receive_json())["data"]["task"] != started["task_id"]:
+                pass
+    finally:
+        await events.close()
+    return dict(await (await core.get(f"/tasks/{started['task_id']}")).json())
 
 
 async def connected(url: str) -> bool:
