@@ -30,7 +30,9 @@ class Connection(BaseModel):
 
     resotocore_uri: str = Field("http://127.0.0.1:8900", description="Base URL of the core.")
     psk: str | None = Field(
-        None, description="Pre-shared key of a core started with --psk; every request carries a JWT signed with it."
+        None,
+        repr=False,
+        description="Pre-shared key of a core started with --psk; every request carries a JWT signed with it.",
     )
     ca_cert: FilePath | None = Field(None, description="PEM CA certificate to verify a core that serves HTTPS.")
     request_timeout: float = Field(30.0, gt=0, description="Seconds to wait for the core to answer one request.")

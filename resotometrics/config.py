@@ -18,7 +18,9 @@ class MetricsConfig(BaseModel):
 
     resotocore_uri: str = Field("http://127.0.0.1:8900", description="Base URL of the core.")
     psk: str | None = Field(
-        None, description="Pre-shared key of a core started with --psk; every request carries a JWT signed with it."
+        None,
+        repr=False,
+        description="Pre-shared key of a core started with --psk; every request carries a JWT signed with it.",
     )
     ca_cert: FilePath | None = Field(None, description="PEM CA certificate to verify a core that serves HTTPS.")
     web_host: str = Field("127.0.0.1", description="Address to serve /metrics and /health on.")

@@ -21,7 +21,9 @@ class WorkerConfig(BaseModel):
 
     resotocore_uri: str = Field("http://127.0.0.1:8900", description="Base URL of the core.")
     psk: str | None = Field(
-        None, description="Pre-shared key of a core started with --psk; every request carries a JWT signed with it."
+        None,
+        repr=False,
+        description="Pre-shared key of a core started with --psk; every request carries a JWT signed with it.",
     )
     ca_cert: Path | None = Field(None, description="PEM CA certificate to verify a core that serves HTTPS.")
     collector: list[str] = Field(
