@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
+from tests.chaos.faults import immutable_unsupported
 from tests.resotoctl.support import until_async
 from tests.support import CoreProcess
 
@@ -272,16 +274,28 @@ def not_a_database(path: Path) -> None:
     path.write_bytes(b"not a database " * 300)
 
 
+def read_only_directory(path: Path) -> None:
+    """chmod does not stop root: then the directory gets the immutable flag too (see tests/chaos/faults.py)."""
+    path.parent.chmod(0o555)
+    if os.geteuid() == 0:
+        if reason := immutable_unsupported(path.parent.parent):
+            pytest.skip(f"root writes into a read-only directory, and {reason}")
+        subprocess.run(["chattr", "+i", str(path.parent)], check=True, capture_output=True)
+
+
+def writable_again(directory: Path) -> None:
+    if os.geteuid() == 0 and shutil.which("chattr"):
+        subprocess.run(["chattr", "-i", str(directory)], check=False, capture_output=True)
+    directory.chmod(0o755)
+
+
 @pytest.mark.parametrize(
     ("name", "spoil", "message"),
     [
         ("resotocore.db", Path.mkdir, "unable to open database file"),
         ("resotocore.db", not_a_database, "file is not a database"),
         ("graph.db", not_a_database, "file is not a database"),
-        pytest.param(
-            "resotocore.db", lambda path: path.parent.chmod(0o555), "unable to open database file",
-            marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory"),
-        ),
+        ("resotocore.db", read_only_directory, "unable to open database file"),
     ],
 )  # fmt: skip
 def test_a_database_that_cannot_be_opened_stops_the_core_with_one_line(
@@ -289,9 +303,11 @@ def test_a_database_that_cannot_be_opened_stops_the_core_with_one_line(
 ) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    spoil(data_dir / name)
-    result = run_cli("--data-dir", str(data_dir), "--port", "0", "--log-format", "json")
-    data_dir.chmod(0o755)
+    try:
+        spoil(data_dir / name)
+        result = run_cli("--data-dir", str(data_dir), "--port", "0", "--log-format", "json")
+    finally:
+        writable_again(data_dir)
     assert result.returncode == 1
     [entry] = [json.loads(line) for line in result.stderr.splitlines()]  # one line, no traceback
     assert entry.keys() == {"event", "level", "timestamp", "error"}
