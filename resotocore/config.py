@@ -6,6 +6,7 @@ import ipaddress
 import ssl
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -41,6 +42,10 @@ def validate_db(value: str) -> str:
     scheme, _, rest = value.partition("://")
     if scheme not in DB_SCHEMES or not rest.strip("/"):
         raise ValueError(f"use sqlite or arangodb://HOST:PORT, not {value!r}")
+    try:
+        urlsplit(value).port  # noqa: B018 - reading it checks it
+    except ValueError:
+        raise ValueError(f"invalid port in {value!r}") from None
     return value
 
 

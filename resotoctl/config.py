@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath
 
-from resotolib.client import CoreClient
+from resotolib.client import CoreClient, CoreUri
 from resotolib.protocol import Subscription
 from resotolib.subscriber import ActionSubscriber
 
@@ -28,7 +28,7 @@ class Connection(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    resotocore_uri: str = Field("http://127.0.0.1:8900", description="Base URL of the core.")
+    resotocore_uri: CoreUri = Field("http://127.0.0.1:8900", description="Base URL of the core.")
     psk: str | None = Field(
         None,
         repr=False,

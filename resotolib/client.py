@@ -20,12 +20,12 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
-from urllib.parse import quote
+from typing import Annotated, Any, Self, TypeVar
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import structlog
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 from yarl import URL
 
 from resotolib.auth import TokenSource
@@ -55,6 +55,22 @@ EVENTS_HEARTBEAT = 20.0
 EVENTS_NONE = "-"
 """A ``show`` filter of the event stream that matches no message type (for a socket that only sends)."""
 AUTH_REASONS = ("authorization required", "unauthorized")
+
+
+def check_core_uri(value: str) -> str:
+    """``value`` when it can name a core: an http or https URL with a host and, if any, a valid port."""
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        raise ValueError(f"invalid port in {value!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"use http://HOST:PORT or https://HOST:PORT, not {value!r}")
+    return value
+
+
+CoreUri = Annotated[str, AfterValidator(check_core_uri)]
+"""A settings field holding the core's base URL, checked when the settings are read."""
 """How the core's close reason begins when it closes a websocket for want of a valid token."""
 RUN_ANSWERS = (202, 409)
 """POST /workflows/{id}/run: 202 queued and 409 skipped are answers, not failures."""

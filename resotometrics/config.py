@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath
 
+from resotolib.client import CoreUri
 from resotolib.graph import DEFAULT_GRAPH, GraphName
 from resotolib.protocol import MAX_TIMEOUT_SECONDS, SubscriberIdName, Subscription, TimeoutSeconds
 
@@ -16,7 +17,7 @@ MESSAGE_TYPE = "generate_metrics"
 class MetricsConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    resotocore_uri: str = Field("http://127.0.0.1:8900", description="Base URL of the core.")
+    resotocore_uri: CoreUri = Field("http://127.0.0.1:8900", description="Base URL of the core.")
     psk: str | None = Field(
         None,
         repr=False,

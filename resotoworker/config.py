@@ -8,6 +8,7 @@ from typing import Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field
 
+from resotolib.client import CoreUri
 from resotolib.graph import DEFAULT_GRAPH, GraphName
 from resotolib.protocol import MAX_TIMEOUT_SECONDS, SubscriberIdName, Subscription, TimeoutSeconds
 
@@ -19,7 +20,7 @@ def default_data_dir() -> Path:
 class WorkerConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    resotocore_uri: str = Field("http://127.0.0.1:8900", description="Base URL of the core.")
+    resotocore_uri: CoreUri = Field("http://127.0.0.1:8900", description="Base URL of the core.")
     psk: str | None = Field(
         None,
         repr=False,

@@ -77,3 +77,18 @@ def test_a_bad_name_stops_the_program_before_it_starts(
     result = subprocess.run(command, capture_output=True, text=True, timeout=30, env={**os.environ, **env})
     assert result.returncode == 2
     assert f"{option}: {RULES[option][1]} 'my name'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("program", "uri", "message"),
+    [
+        ("resotoworker", "notaurl", "use http://HOST:PORT or https://HOST:PORT, not 'notaurl'"),
+        ("resotometrics", "ftp://core:8900", "use http://HOST:PORT or https://HOST:PORT, not 'ftp://core:8900'"),
+        ("resotoctl", "http://127.0.0.1:notaport", "invalid port in 'http://127.0.0.1:notaport'"),
+    ],
+)
+def test_a_core_uri_that_names_no_core_is_a_usage_error(program: str, uri: str, message: str) -> None:
+    subcommand = ["subscribers"] if program == "resotoctl" else []
+    command = [sys.executable, "-m", program, "--resotocore-uri", uri, *subcommand]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and f"--resotocore-uri: {message}" in result.stderr, result.stderr
