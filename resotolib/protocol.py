@@ -29,10 +29,15 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
 """What the core accepts as a subscriber id or a message type; anything else is answered 400."""
 
 
+SHOWN_NAME = 140
+"""Characters of a refused name an error repeats (a longer one is cut)."""
+
+
 def check_name(kind: str, value: str) -> str:
     """``value`` when the core accepts it as a ``kind`` (subscriber id, message type), else ValueError."""
     if not NAME_PATTERN.fullmatch(value):
-        raise ValueError(f"invalid {kind} {value!r}: use 1-128 letters, digits and _.:@-")
+        shown = repr(value) if len(value) <= SHOWN_NAME else f"{value[:SHOWN_NAME]!r}... ({len(value)} characters)"
+        raise ValueError(f"invalid {kind} {shown}: use 1-128 letters, digits and _.:@-")
     return value
 
 
@@ -215,7 +220,7 @@ class Subscription(_Frozen):
     """One message type a subscriber listens to; the core waits for its answer when wait_for_completion."""
 
     message_type: str
-    wait_for_completion: bool = True
+    wait_for_completion: bool = Field(default=True, strict=True)  # JSON true or false: not "yes", not 1
     timeout: int = Field(
         default=60,
         ge=1,
