@@ -12,6 +12,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from resotocore.scheduler.cron import validate_cron, validate_timezone
+from resotolib.auth import Psk
 
 
 def is_loopback(host: str) -> bool:
@@ -138,7 +139,7 @@ class CoreConfig(BaseModel):
     shutdown_timeout: float = Field(
         5.0, ge=0, allow_inf_nan=False, description="Seconds to finish requests on shutdown."
     )
-    psk: str | None = Field(
+    psk: Psk = Field(
         None, repr=False, description="Pre-shared key: every request must carry a JWT signed with it (see the README)."
     )
     tls_cert: Path | None = Field(

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath
 
+from resotolib.auth import Psk
 from resotolib.client import CoreClient, CoreUri
 from resotolib.protocol import Subscription
 from resotolib.subscriber import ActionSubscriber
@@ -29,7 +30,7 @@ class Connection(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     resotocore_uri: CoreUri = Field("http://127.0.0.1:8900", description="Base URL of the core.")
-    psk: str | None = Field(
+    psk: Psk = Field(
         None,
         repr=False,
         description="Pre-shared key of a core started with --psk; every request carries a JWT signed with it.",

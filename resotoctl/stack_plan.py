@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from resotolib.auth import Psk
+
 ENV_PREFIX = "RESOTOCTL_STACK_"
 WORKFLOW = "collect_and_cleanup"
 CORE, WORKER, METRICS = "resotocore", "resotoworker", "resotometrics"
@@ -43,8 +45,8 @@ class StackConfig(BaseModel):
     )
     core_port: int = Field(8900, ge=1, le=65535, description="Port of the core's API (on 127.0.0.1).")
     metrics_port: int = Field(9955, ge=1, le=65535, description="Port of the exporter's /metrics (on 127.0.0.1).")
-    psk: str | None = Field(
-        None, description="Pre-shared key: the core requires it and the worker and exporter sign with it."
+    psk: Psk = Field(
+        None, repr=False, description="Pre-shared key: the core requires it and the worker and exporter sign with it."
     )
     example_accounts: int = Field(1, ge=1, description="Example cloud: number of accounts.")
     example_regions: int = Field(2, ge=1, description="Example cloud: regions per account.")

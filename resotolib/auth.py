@@ -15,9 +15,10 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
+from pydantic import AfterValidator
 
 ALGORITHM = "HS256"
 ITERATIONS = 100_000
@@ -25,6 +26,17 @@ TOKEN_LIFETIME = 300
 RENEW_BEFORE = 60
 LEEWAY = 10
 KEY_CACHE_SIZE = 256
+
+
+def check_psk(value: str | None) -> str | None:
+    """None (no authentication) or a key: an empty one would silently mean no authentication."""
+    if value is not None and not value.strip():
+        raise ValueError("empty: give a key, or leave it unset to run without authentication")
+    return value
+
+
+Psk = Annotated[str | None, AfterValidator(check_psk)]
+"""A settings field holding the pre-shared key (keep it out of reprs: ``Field(repr=False)``)."""
 
 
 class AuthError(ValueError):

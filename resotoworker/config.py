@@ -8,6 +8,7 @@ from typing import Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field
 
+from resotolib.auth import Psk
 from resotolib.client import CoreUri
 from resotolib.graph import DEFAULT_GRAPH, GraphName
 from resotolib.protocol import MAX_TIMEOUT_SECONDS, SubscriberIdName, Subscription, TimeoutSeconds
@@ -21,7 +22,7 @@ class WorkerConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     resotocore_uri: CoreUri = Field("http://127.0.0.1:8900", description="Base URL of the core.")
-    psk: str | None = Field(
+    psk: Psk = Field(
         None,
         repr=False,
         description="Pre-shared key of a core started with --psk; every request carries a JWT signed with it.",

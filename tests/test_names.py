@@ -92,3 +92,11 @@ def test_a_core_uri_that_names_no_core_is_a_usage_error(program: str, uri: str, 
     command = [sys.executable, "-m", program, "--resotocore-uri", uri, *subcommand]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and f"--resotocore-uri: {message}" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(("program", "config", "prefix"), PROGRAMS)
+def test_an_empty_psk_is_a_usage_error_not_no_authentication(
+    program: str, config: type[BaseModel], prefix: str
+) -> None:
+    result = invoke(config, prefix, "--psk", " ")
+    assert result.exit_code == 2 and "--psk: empty: give a key" in result.output

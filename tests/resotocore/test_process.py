@@ -210,6 +210,7 @@ def test_help_and_version() -> None:
         (["--port", "70000"], {}, "--port: Input should be less than or equal to 65535"),
         (["--shutdown-timeout", "inf"], {}, "--shutdown-timeout: Input should be a finite number"),
         (["--db", "arangodb://127.0.0.1:notaport"], {}, "--db: invalid port in 'arangodb://127.0.0.1:notaport'"),
+        (["--psk", ""], {}, "--psk: empty: give a key, or leave it unset to run without authentication"),
         ([], {"RESOTOCORE_HEARTBEAT": "nan"}, "--heartbeat: Input should be a finite number"),
     ],
 )
