@@ -19,12 +19,16 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import click
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from click.testing import CliRunner
+from pydantic import BaseModel
 
 from resotocore.core import CORE, Core
 from resotocore.db.arango_conn import ArangoConnection
+from resotolib.settings import build, model_options
 
 START = datetime(2026, 3, 1, 12, 0, 30, tzinfo=UTC)
 NEVER = "0 0 1 1 *"
@@ -262,3 +266,14 @@ async def until(condition: Callable[[], bool], within: float = 5) -> None:
     async with asyncio.timeout(within):
         while not condition():  # noqa: ASYNC110 - plain state, nothing to await
             await asyncio.sleep(0.002)
+
+
+def parse_settings(config: type[BaseModel], prefix: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """Flags and environment read into `config` as the programs read them (click's result: output, exit code)."""
+
+    @click.command()
+    @model_options(config, prefix)
+    def parse(**values: Any) -> None:
+        click.echo(build(config, values).model_dump_json())
+
+    return CliRunner().invoke(parse, list(args), env=env)

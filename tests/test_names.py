@@ -7,16 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import click
 import pytest
-from click.testing import CliRunner
 from pydantic import BaseModel
 
-from resotolib.settings import build, model_options
 from resotometrics.config import MetricsConfig
 from resotoworker.config import WorkerConfig
+from tests.support import parse_settings
 
 PROGRAMS = [
     pytest.param("resotoworker", WorkerConfig, "RESOTOWORKER_", id="worker"),
@@ -34,21 +31,12 @@ TAKEN = {"--graph": ("resoto", "my-graph_2", "a" * 64), "--subscriber-id": ("res
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing answers there
 
 
-def invoke(config: type[BaseModel], prefix: str, *args: str, env: dict[str, str] | None = None) -> Any:
-    @click.command()
-    @model_options(config, prefix)
-    def parse(**values: Any) -> None:
-        click.echo(build(config, values).model_dump_json())
-
-    return CliRunner().invoke(parse, list(args), env=env)
-
-
 @pytest.mark.parametrize(("program", "config", "prefix"), PROGRAMS)
 @pytest.mark.parametrize(("option", "value"), [(option, v) for option, values in REFUSED.items() for v in values])
 def test_a_name_the_core_refuses_is_a_usage_error(
     program: str, config: type[BaseModel], prefix: str, option: str, value: str
 ) -> None:
-    result = invoke(config, prefix, option, value)
+    result = parse_settings(config, prefix, option, value)
     _, what, rule = RULES[option]
     assert result.exit_code == 2
     assert f"{option}: {what}" in result.output and rule in result.output
@@ -59,10 +47,10 @@ def test_a_name_the_core_refuses_is_a_usage_error(
 def test_every_name_the_core_takes_is_accepted(program: str, config: type[BaseModel], prefix: str, option: str) -> None:
     field = RULES[option][0]
     for value in TAKEN[option]:
-        result = invoke(config, prefix, option, value)
+        result = parse_settings(config, prefix, option, value)
         assert result.exit_code == 0, result.output
         assert getattr(config.model_validate_json(result.output), field) == value
-    result = invoke(config, prefix, env={prefix + field.upper(): "from-env"})
+    result = parse_settings(config, prefix, env={prefix + field.upper(): "from-env"})
     assert getattr(config.model_validate_json(result.output), field) == "from-env"
 
 
@@ -98,5 +86,5 @@ def test_a_core_uri_that_names_no_core_is_a_usage_error(program: str, uri: str, 
 def test_an_empty_psk_is_a_usage_error_not_no_authentication(
     program: str, config: type[BaseModel], prefix: str
 ) -> None:
-    result = invoke(config, prefix, "--psk", " ")
+    result = parse_settings(config, prefix, "--psk", " ")
     assert result.exit_code == 2 and "--psk: empty: give a key" in result.output

@@ -8,18 +8,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import click
 import pytest
-from click.testing import CliRunner
 from pydantic import BaseModel
 
 from resotolib.protocol import MAX_TIMEOUT_SECONDS
-from resotolib.settings import build, model_options
 from resotometrics.config import MetricsConfig
 from resotoworker.config import WorkerConfig
-from tests.support import CoreClientFactory
+from tests.support import CoreClientFactory, parse_settings
 
 PROGRAMS = [
     pytest.param("resotoworker", WorkerConfig, "RESOTOWORKER_", id="worker"),
@@ -29,21 +25,15 @@ UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing answers there
 RULE = f"expected 1 to {MAX_TIMEOUT_SECONDS} seconds"
 
 
-def invoke(config: type[BaseModel], prefix: str, *args: str, env: dict[str, str] | None = None) -> Any:
-    @click.command()
-    @model_options(config, prefix)
-    def parse(**values: Any) -> None:
-        click.echo(build(config, values).model_dump_json())
-
-    return CliRunner().invoke(parse, list(args), env=env)
-
-
 @pytest.mark.parametrize(("program", "config", "prefix"), PROGRAMS)
 @pytest.mark.parametrize("value", ["0", "-1", str(MAX_TIMEOUT_SECONDS + 1), "99999999999"])
 def test_a_timeout_the_core_refuses_is_a_usage_error(
     program: str, config: type[BaseModel], prefix: str, value: str
 ) -> None:
-    for result in (invoke(config, prefix, "--timeout", value), invoke(config, prefix, env={prefix + "TIMEOUT": value})):
+    for result in (
+        parse_settings(config, prefix, "--timeout", value),
+        parse_settings(config, prefix, env={prefix + "TIMEOUT": value}),
+    ):
         assert result.exit_code == 2
         assert f"--timeout: invalid timeout {value}: {RULE}" in result.output
 
@@ -53,12 +43,12 @@ def test_every_timeout_the_core_takes_is_accepted(
     program: str, config: type[WorkerConfig] | type[MetricsConfig], prefix: str
 ) -> None:
     for value in (1, 60, MAX_TIMEOUT_SECONDS):
-        result = invoke(config, prefix, "--timeout", str(value))
+        result = parse_settings(config, prefix, "--timeout", str(value))
         assert result.exit_code == 0, result.output
         parsed = config.model_validate_json(result.output)
         assert parsed.timeout == value
         assert {s.timeout for s in parsed.subscriptions()} == {value}
-    help_text = " ".join(invoke(config, prefix, "--help").output.split())
+    help_text = " ".join(parse_settings(config, prefix, "--help").output.split())
     assert f"Seconds (1 to {MAX_TIMEOUT_SECONDS})" in help_text
 
 

@@ -11,6 +11,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -57,17 +58,24 @@ async def state(client: TestClient[Any, Any], task_id: str) -> dict[str, Any]:
     return body
 
 
-async def test_an_answer_the_store_refuses_is_retried_and_nothing_leaves_before_it_is_stored(
-    core_client: CoreClientFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def refused_answer(
+    core_client: CoreClientFactory, monkeypatch: pytest.MonkeyPatch, times: int
+) -> tuple[TestClient[Any, Any], aiohttp.ClientWebSocketResponse, str, RefusingStore]:
+    """A run whose first step's answer the store has refused `times` times (and goes on refusing)."""
     client = await core_client(workflows=WORKFLOW)
-    core = core_of(client)
     ws = await subscribe(client, "w", "work", "after")
     task_id = (await (await client.post("/workflows/wf/run")).json())["task_id"]
     action = await receive_json(ws)
-    store = RefusingStore(core, monkeypatch)
+    store = RefusingStore(core_of(client), monkeypatch)
     await answer(ws, action)
-    await store.wait_refused(3)
+    await store.wait_refused(times)
+    return client, ws, task_id, store
+
+
+async def test_an_answer_the_store_refuses_is_retried_and_nothing_leaves_before_it_is_stored(
+    core_client: CoreClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, ws, task_id, store = await refused_answer(core_client, monkeypatch, 3)
     ready = await client.get("/system/ready")
     assert ready.status == 503 and "disk I/O error" in (await ready.json())["error"]
     assert "resotocore_store_errors_total 3.0" in await (await client.get("/metrics")).text()
@@ -116,14 +124,8 @@ async def test_stopping_ends_the_retries(core_client: CoreClientFactory, monkeyp
 async def test_starting_or_cancelling_a_run_while_the_store_refuses_is_503_at_once(
     core_client: CoreClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = await core_client(workflows=WORKFLOW)
+    client, ws, task_id, store = await refused_answer(core_client, monkeypatch, 1)
     core = core_of(client)
-    ws = await subscribe(client, "w", "work", "after")
-    task_id = (await (await client.post("/workflows/wf/run")).json())["task_id"]
-    action = await receive_json(ws)
-    store = RefusingStore(core, monkeypatch)
-    await answer(ws, action)
-    await store.wait_refused(1)
     async with asyncio.timeout(2):  # answered at once: a caller that gave up could not tell what happened
         started = await client.post("/workflows/wf/run")
         cancelled = await client.delete(f"/tasks/{task_id}")

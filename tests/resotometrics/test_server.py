@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -211,21 +212,8 @@ async def test_serve_against_a_real_core(aiohttp_client: Any, tmp_path: Path, cl
     async with CoreClient(core_url) as client:
         await client.merge("resoto", batch.ndjson())
 
-    config = MetricsConfig(resotocore_uri=core_url, web_port=0, timeout=30)
-    stop = asyncio.Event()
-    urls: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-    server = asyncio.get_running_loop().create_task(serve(config, stop, urls.set_result))
-    try:
-        [url] = await asyncio.wait_for(urls, 10)
-        await wait_until(lambda: connected(url))
-        events = await core.ws_connect("/events?show=task_end")
-        started = await (await core.post("/workflows/metrics/run")).json()
-        async with asyncio.timeout(10):
-            while (await events.receive_json())["data"]["task"] != started["task_id"]:
-                pass
-        await events.close()
-        task = await (await core.get(f"/tasks/{started['task_id']}")).json()
-        assert task["success"], task
+    async with exporter_serving(core_url) as url:
+        assert (await run_metrics(core))["success"] is True
         aggregates = requests["aggregate"]
         assert aggregates == 11  # one query per built-in metric
 
@@ -236,9 +224,6 @@ async def test_serve_against_a_real_core(aiohttp_client: Any, tmp_path: Path, cl
         assert only(samples, "resoto_memory_bytes") == {labels: 12.0 * 2**30}
         assert only(samples, "resoto_accounts_total") == {frozenset({("cloud", "example")}): 1.0}
         assert requests["aggregate"] == aggregates  # the scrape did not reach the core
-    finally:
-        stop.set()
-        await asyncio.wait_for(server, 10)
 
 
 async def test_a_graph_that_does_not_exist_gives_empty_metrics(
@@ -248,14 +233,8 @@ async def test_a_graph_that_does_not_exist_gives_empty_metrics(
     and the update succeeds, instead of failing on the core's 404 at every run."""
     core: TestClient[Any, Any] = await aiohttp_client(create_core_app(CoreConfig(data_dir=tmp_path, port=0), clock))
     core_url = str(core.make_url("")).rstrip("/")
-    config = MetricsConfig(resotocore_uri=core_url, web_port=0, timeout=30)
     names = {d.name for d in load_definitions(None)}
-    stop = asyncio.Event()
-    urls: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-    server = asyncio.get_running_loop().create_task(serve(config, stop, urls.set_result))
-    try:
-        [url] = await asyncio.wait_for(urls, 10)
-        await wait_until(lambda: connected(url))
+    async with exporter_serving(core_url) as url:
         async with CoreClient(core_url) as client:
             assert (await run_metrics(core))["success"] is True
             empty = await get_text(f"{url}/metrics")
@@ -268,15 +247,28 @@ async def test_a_graph_that_does_not_exist_gives_empty_metrics(
             assert (await run_metrics(core))["success"] is True
             deleted = await get_text(f"{url}/metrics")
         health = await get_json(f"{url}/health")
-    finally:
-        stop.set()
-        await asyncio.wait_for(server, 10)
     for text in (empty, deleted):
         families = {f.name: f.samples for f in text_string_to_metric_families(text) if f.name in names}
         assert set(families) == names and not any(families.values()), families
     assert sum(only(collected, "resoto_instances_total").values()) == 1.0
     assert health["last_error"] is None and health["series"] == 0 and health["updates"] == 3
     assert only(parse_metrics(deleted), "resotometrics_update_failures_total") == {frozenset(): 0.0}
+
+
+@asynccontextmanager
+async def exporter_serving(core_url: str) -> AsyncIterator[str]:
+    """The exporter served against the core at `core_url`, connected to its action channel; its URL."""
+    config = MetricsConfig(resotocore_uri=core_url, web_port=0, timeout=30)
+    stop = asyncio.Event()
+    urls: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+    server = asyncio.get_running_loop().create_task(serve(config, stop, urls.set_result))
+    try:
+        [url] = await asyncio.wait_for(urls, 10)
+        await wait_until(lambda: connected(url))
+        yield url
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 10)
 
 
 async def run_metrics(core: TestClient[Any, Any]) -> dict[str, Any]:
