@@ -164,6 +164,10 @@ class CoreProcess:
         return code
 
 
+StartCore = Callable[..., Awaitable[CoreProcess]]
+"""The ``core_process`` fixture: starts a real core with the given flags."""
+
+
 class LoggedProcess:
     """A real process of one of our commands, logging JSON lines that are collected as they come."""
 

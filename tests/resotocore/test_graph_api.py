@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import socket
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,9 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from resotolib.graph import ROOT_ID
 from resotoworker.collector import GraphBatch
-from tests.support import CoreClientFactory, CoreProcess
-
-StartCore = Callable[..., Awaitable[CoreProcess]]
+from tests.support import CoreClientFactory, StartCore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.chaos.faults import immutable_unsupported
 from tests.resotoctl.support import until_async
-from tests.support import CoreProcess
-
-StartCore = Callable[..., Awaitable[CoreProcess]]
+from tests.support import StartCore
 
 
 class Worker:

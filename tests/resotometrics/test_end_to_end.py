@@ -22,9 +22,8 @@ from resotometrics.definition import MetricDefinition
 from resotometrics.loader import load_definitions
 from resotoworker.collector import GraphBatch
 from tests.resotometrics.support import MetricsProcess, Series, only, scrape
-from tests.support import CoreProcess
+from tests.support import StartCore
 
-StartCore = Callable[..., Awaitable[CoreProcess]]
 StartMetrics = Callable[..., Awaitable[MetricsProcess]]
 
 ODD = 'say "hi" \\ back\\slash\nnew line, ünïcødé 🚀 {a="b"} # # TYPE x counter'

@@ -14,12 +14,11 @@ from resotolib.client import CoreClient
 from resotolib.graph import Filter, Node, SearchRequest
 from tests.resotoworker.moto_support import NO_TAGS, create_bucket, ec2, moto_server, run_instance, s3, tag_spec
 from tests.resotoworker.support import WorkerProcess, logs, run_workflow
-from tests.support import CoreProcess
+from tests.support import StartCore
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
-StartCore = Callable[..., Awaitable[CoreProcess]]
 StartWorker = Callable[..., Awaitable[WorkerProcess]]
 
 REGION = "us-east-1"

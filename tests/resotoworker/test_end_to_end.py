@@ -16,9 +16,8 @@ from resotolib.client import CoreClient, CoreError
 from resotolib.graph import Filter, Node, SearchRequest
 from resotoworker.collectors.example_cloud import STATE_FILE, CloudSpec, ExampleCloud, generate_region
 from tests.resotoworker.support import WorkerProcess, logs, run_workflow
-from tests.support import CoreProcess
+from tests.support import StartCore
 
-StartCore = Callable[..., Awaitable[CoreProcess]]
 StartWorker = Callable[..., Awaitable[WorkerProcess]]
 Key = tuple[str, str, str]
 """account, region, resource id"""
