@@ -107,7 +107,7 @@ async def _unsubscribe(subscriber: ActionSubscriber) -> None:
         log.error("unsubscribe_failed", error=str(e), hint="the core drops subscribers that stay away for 3 minutes")
 
 
-def check_timeout(ctx: click.Context, timeout: int, kill_grace: float) -> None:
+def check_timeout_with_grace(ctx: click.Context, timeout: int, kill_grace: float) -> None:
     """A usage error when the core would refuse the subscription timeout made of --timeout and --kill-grace."""
     limit = max_timeout(kill_grace)
     if timeout > limit:
@@ -176,7 +176,7 @@ def subscribe(ctx: click.Context, /, **values: Any) -> None:
     command = ctx.meta.get(COMMAND, ())
     if not command:
         raise click.UsageError("give the command to run after --, e.g. `... --id my-report -- ./report.sh`", ctx)
-    check_timeout(ctx, values["timeout"], values["kill_grace"])
+    check_timeout_with_grace(ctx, values["timeout"], values["kill_grace"])
     options = SubscribeOptions(
         actions=tuple(dict.fromkeys(values["actions"])), subscriber_id=values["subscriber_id"], command=command,
         timeout=values["timeout"], kill_grace=values["kill_grace"], wait=not values["no_wait"],

@@ -55,11 +55,17 @@ EVENTS_HEARTBEAT = 20.0
 EVENTS_NONE = "-"
 """A ``show`` filter of the event stream that matches no message type (for a socket that only sends)."""
 AUTH_REASONS = ("authorization required", "unauthorized")
+"""How the core's close reason begins when it closes a websocket for want of a valid token."""
+RUN_ANSWERS = (202, 409)
+"""POST /workflows/{id}/run: 202 queued and 409 skipped are answers, not failures."""
 
 
 def check_core_uri(value: str) -> str:
     """``value`` when it can name a core: an http or https URL with a host and, if any, a valid port."""
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed [ of an IPv6 host
+        raise ValueError(f"use http://HOST:PORT or https://HOST:PORT, not {value!r}") from None
     try:
         parts.port  # noqa: B018 - reading it checks it
     except ValueError:
@@ -71,9 +77,7 @@ def check_core_uri(value: str) -> str:
 
 CoreUri = Annotated[str, AfterValidator(check_core_uri)]
 """A settings field holding the core's base URL, checked when the settings are read."""
-"""How the core's close reason begins when it closes a websocket for want of a valid token."""
-RUN_ANSWERS = (202, 409)
-"""POST /workflows/{id}/run: 202 queued and 409 skipped are answers, not failures."""
+
 
 T = TypeVar("T")
 _adapters: dict[Any, TypeAdapter[Any]] = {}

@@ -176,7 +176,8 @@ class Dispatcher:
 async def serve(config: WorkerConfig, stop: asyncio.Event | None = None) -> None:
     """Run the worker until SIGINT/SIGTERM (or `stop` is set), then shut down cleanly."""
     stop = stop or asyncio.Event()
-    collectors = load_collectors(config.collector, CollectorContext(config.data_dir, config.model_dump()))
+    options = config.model_dump(exclude={"psk"})  # collectors need no key to the core
+    collectors = load_collectors(config.collector, CollectorContext(config.data_dir, options))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

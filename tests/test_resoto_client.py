@@ -123,6 +123,17 @@ async def history(url: str, task_id: str, headers: dict[str, str] | None = None)
     return [run for run in runs if run["id"] == task_id]
 
 
+async def progress_of(url: str, task_id: str, parts: int, within: float = 10) -> Any:
+    """The client's merged progress in GET /tasks/{id} once it has `parts` parts (sent from a thread of its own)."""
+    async with aiohttp.ClientSession() as session, asyncio.timeout(within):
+        while True:
+            async with session.get(f"{url}/tasks/{task_id}") as r:
+                progress = (await r.json()).get("progress", {}).get("resoto-client", {}).get("progress", {})
+            if len(progress.get("parts", [])) == parts:
+                return progress
+            await asyncio.sleep(0.05)
+
+
 def ended(line: Line) -> bool:
     return line.get("event") == "task_end"
 
@@ -171,6 +182,12 @@ async def test_resotos_client_reconnects_to_a_core_killed_mid_step(
         await client.connected()
         await client.send("start")
         held = await client.wait_for(lambda line: line.get("action") == "collect")
+        task_id = client.lines[held]["task"]
+        parts = [  # each part where the library says it is (it repeats its context as the path): not doubled
+            {"kind": "progress", "name": "account-1", "current": 1, "total": 1, "path": ["example"]},
+            {"kind": "progress", "name": "account-2", "current": 0, "total": 2, "path": ["example"]},
+        ]
+        assert await progress_of(core.url, task_id, len(parts)) == {"kind": "tree", "name": "collect", "parts": parts}
         core.kill()
         assert await core.wait() == -signal.SIGKILL
         core = await CoreProcess(tmp_path / "core", *args).start()
@@ -178,7 +195,6 @@ async def test_resotos_client_reconnects_to_a_core_killed_mid_step(
         resent = await client.wait_for(lambda line: line.get("action") == "collect", after=held + 1)
         await client.send("release")  # both copies answer: the second answer is a duplicate
         await client.wait_for(ended, after=resent)
-        task_id = client.lines[held]["task"]
         assert client.lines[resent]["task"] == task_id
         assert client.actions() == ["pre_collect", "collect", "collect", *STEPS[2:]]
         [run] = await history(core.url, task_id)

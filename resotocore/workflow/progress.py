@@ -1,17 +1,19 @@
 """The progress one subscriber reports in one step, merged from its action_progress messages.
 
-A subscriber reports progress in parts: Resoto's worker sends one message per account or region (its
-``context`` and the progress's ``path`` and ``name`` tell them apart), each repeating the latest count of
-that part. The latest message of each part is kept; while there is one part, that message is the
+A subscriber reports progress in parts: Resoto's worker sends one message per account or region, each
+repeating the latest count of that part. A part is told apart by where it is (the progress's ``path``,
+or the message's ``context`` when it has no path: Resoto's client repeats its context as the path) and
+its ``name``. The latest message of each part is kept; while there is one part, that message is the
 progress; with several, one message with a tree of every part (counts add up, as a tree's do). A new
-step starts afresh. Parts are bounded: beyond MAX_PARTS the part not reported for the longest is dropped.
+step starts afresh. Parts are bounded: beyond MAX_PARTS a finished part goes first (else the stalest),
+so that an organisation of many accounts keeps the ones still counting.
 """
 
 from __future__ import annotations
 
-from resotolib.protocol import ActionProgressData, Progress, ProgressTree
+from resotolib.protocol import ActionProgressData, Progress, ProgressDone, ProgressTree
 
-MAX_PARTS = 100
+MAX_PARTS = 1000
 
 PartKey = tuple[tuple[str, ...], str]
 
@@ -32,7 +34,8 @@ class StepProgress:
         self._parts.pop(key, None)  # the most recently reported part goes last: the first to drop is the stalest
         self._parts[key] = data
         while len(self._parts) > self.max_parts:
-            del self._parts[next(iter(self._parts))]
+            finished = (k for k, d in self._parts.items() if k != key and _finished(d))
+            del self._parts[next(finished, next(iter(self._parts)))]
         self._merged = None
 
     @property
@@ -41,7 +44,7 @@ class StepProgress:
 
     def merged(self) -> ActionProgressData | None:
         """The message when there is one part; else the last one to arrive with a tree of every part's
-        progress instead of its own (each part's context put in front of its path), named after the step."""
+        progress instead of its own (each with its full path), named after the step."""
         if self._merged is None and self._parts:
             latest = next(reversed(self._parts.values()))  # the last one to arrive
             if len(self._parts) == 1:
@@ -54,9 +57,17 @@ class StepProgress:
 
 
 def _key(data: ActionProgressData) -> PartKey:
-    return (*data.context, *(data.progress.path or ())), data.progress.name
+    return tuple(_where(data)), data.progress.name
+
+
+def _where(data: ActionProgressData) -> list[str]:
+    return data.progress.path if data.progress.path is not None else data.context
 
 
 def _rooted(data: ActionProgressData) -> Progress:
-    path = [*data.context, *(data.progress.path or ())]
-    return data.progress.model_copy(update={"path": path or None})
+    return data.progress.model_copy(update={"path": _where(data) or None})
+
+
+def _finished(data: ActionProgressData) -> bool:
+    progress = data.progress
+    return isinstance(progress, ProgressDone) and progress.total > 0 and progress.current >= progress.total

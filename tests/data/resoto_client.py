@@ -8,8 +8,9 @@ It prints one JSON line per thing it sees: {"connected": "actions"|"events"}, {"
 event start_collect_and_cleanup_workflow on /events, "release" lets held actions answer; at the end of
 stdin it shuts down.
 
-Every action gets a progress and an info message, then action_done; the step given with --fail
-answers action_error instead, and actions of the step given with --hold wait for "release".
+Every action gets progress of two parts and an info message, then action_done; the step given with
+--fail answers action_error instead, and actions of the step given with --hold wait for "release"
+(after their progress and info).
 """
 
 import argparse
@@ -67,11 +68,12 @@ def main() -> None:
     def answer(message: dict) -> dict:
         data, message_type = message["data"], message["message_type"]
         say(action=message_type, task=data["task"])
-        if message_type == args.hold:
-            released.wait()
         report = CoreFeedback(data["task"], data["step"], message_type, feedback, ["example"])
         report.progress_done("account-1", 1, 1)
+        report.progress_done("account-2", 0, 2)
         report.info(f"{message_type} from resotolib")
+        if message_type == args.hold:
+            released.wait()
         reply = {"task": data["task"], "step": data["step"]}
         if message_type == args.fail:
             return {"kind": "action_error", "message_type": message_type, "data": {**reply, "error": "AccessDenied"}}

@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode
 from resotocore.config import CoreConfig
 from resotocore.web import auth
 from resotoctl.config import Connection
+from resotoctl.stack_plan import StackConfig
 from resotolib.auth import TokenSource, Verifier, encode
 from resotolib.client import CoreClient, CoreError
 from resotolib.protocol import Subscription
@@ -86,7 +87,10 @@ async def test_bad_tokens_are_401_and_never_logged(
 
 def test_the_psk_is_not_shown_with_the_settings(tmp_path: Path) -> None:
     core = CoreConfig(data_dir=tmp_path, psk="s3cret-psk", db_password="pw-123")
-    others = (WorkerConfig(psk="s3cret-psk"), MetricsConfig(psk="s3cret-psk"), Connection(psk="s3cret-psk"))
+    others = (
+        WorkerConfig(psk="s3cret-psk"), MetricsConfig(psk="s3cret-psk"), Connection(psk="s3cret-psk"),
+        StackConfig(psk="s3cret-psk"),
+    )  # fmt: skip
     for config in (core, *others):
         assert "s3cret-psk" not in repr(config) and "pw-123" not in repr(config) and "s3cret-psk" not in str(config)
 

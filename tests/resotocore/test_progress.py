@@ -11,11 +11,17 @@ AT = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
 def part(
-    name: str, current: int, *, step: str = "collect", context: list[str] | None = None, at: int = 0
+    name: str,
+    current: int,
+    *,
+    step: str = "collect",
+    context: list[str] | None = None,
+    at: int = 0,
+    path: list[str] | None = None,
 ) -> ActionProgressData:
     return ActionProgressData(
         task=TaskId("t"), step=step, context=context or [], at=AT + timedelta(seconds=at),
-        progress=ProgressDone(name=name, current=current, total=10),
+        progress=ProgressDone(name=name, current=current, total=10, path=path),
     )  # fmt: skip
 
 
@@ -63,3 +69,26 @@ def test_parts_are_bounded_and_the_stalest_goes_first() -> None:
     assert [(p.name, p.current) for p in merged.progress.parts if isinstance(p, ProgressDone)] == [
         ("a", 2), ("c", 1), ("d", 1)
     ]  # fmt: skip
+
+
+def test_a_path_names_where_a_part_is_and_the_context_is_not_put_in_front_again() -> None:
+    progress = StepProgress()  # Resoto's CoreFeedback sends its context as the path as well
+    progress.add(part("acc1", 3, context=["aws"], path=["aws"]))
+    progress.add(part("acc2", 4, context=["aws"], path=["aws"]))
+    progress.add(part("acc1", 5, context=["aws"]))  # no path: the context says where; the same part
+    merged = progress.merged()
+    assert merged is not None and isinstance(merged.progress, ProgressTree)
+    assert [(p.name, p.current, p.path) for p in merged.progress.parts if isinstance(p, ProgressDone)] == [
+        ("acc1", 5, ["aws"]), ("acc2", 4, ["aws"])
+    ]  # fmt: skip
+
+
+def test_beyond_the_bound_a_finished_part_goes_before_the_stalest() -> None:
+    progress = StepProgress(max_parts=3)
+    progress.add(part("a", 1))
+    progress.add(part("b", 10))  # finished
+    progress.add(part("c", 1))
+    progress.add(part("d", 1))
+    merged = progress.merged()
+    assert merged is not None and isinstance(merged.progress, ProgressTree)
+    assert [p.name for p in merged.progress.parts] == ["a", "c", "d"]
