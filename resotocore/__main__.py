@@ -71,7 +71,7 @@ def export_command(group_values: dict[str, Any], /, output: str, **values: Any) 
         if output == "-":
             asyncio.run(migrate.export(config, sys.stdout))
         else:
-            with migrate.replaced_on_success(Path(output)) as out:
+            with migrate.output_file(Path(output)) as out:
                 asyncio.run(migrate.export(config, out))
     except (migrate.MigrationError, StoreError, OSError) as e:
         raise click.ClickException(str(e)) from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections import Counter
@@ -93,12 +94,21 @@ def require_store(config: CoreConfig) -> None:
 
 
 @contextmanager
-def replaced_on_success(path: Path) -> Iterator[IO[str]]:
-    """A file that becomes `path` only when the block succeeds: a failed export leaves an earlier export at
-    `path` as it was, and never a half-written one."""
-    part = path.with_name(f".{path.name}.part")
+def output_file(path: Path) -> Iterator[IO[str]]:
+    """Where an export goes. A regular file (or a new one) is replaced only when the block succeeds, so a
+    failed export leaves an earlier one as it was and never a half-written one; the export is written
+    next to it under a unique name, with the earlier file's permissions (a new one: owner only, since it
+    holds the whole inventory). Anything else (a symlink, a pipe, a device) is written to as it is."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        with path.open("w", encoding="utf-8") as out:
+            yield out
+        return
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    part = Path(name)
     try:
-        with part.open("w", encoding="utf-8") as out:
+        if path.exists():
+            part.chmod(stat.S_IMODE(path.stat().st_mode))
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
             yield out
             out.flush()
             os.fsync(out.fileno())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -204,3 +205,20 @@ def test_a_failed_export_leaves_an_earlier_export_as_it_was(tmp_path: Path) -> N
     result = cli("export", "--data-dir", str(data_dir), "--output", str(output))
     assert result.returncode == 1 and "graph.db" in result.stderr
     assert output.read_text() == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["data", "state.ndjson"]
+
+
+def test_an_export_keeps_the_files_permissions_and_writes_through_a_symlink(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    assert cli("import", "--data-dir", str(data_dir), "--input", "-", stdin=EMPTY_EXPORT).returncode == 0
+    new, kept = tmp_path / "new.ndjson", tmp_path / "kept.ndjson"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    link = tmp_path / "link.ndjson"
+    link.symlink_to(target := tmp_path / "target.ndjson")
+    for output in (new, kept, link):
+        assert cli("export", "--data-dir", str(data_dir), "--output", str(output)).returncode == 0
+    assert stat.S_IMODE(new.stat().st_mode) == 0o600  # the whole inventory: owner only
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text().startswith('{"type":"header"')
+    assert link.is_symlink() and target.read_text() == kept.read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
