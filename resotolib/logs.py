@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, TextIO
+from typing import Literal
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-
-
-class _Handler(logging.StreamHandler[TextIO]):
-    """The handler ``setup_logging`` installs on the root logger; a later call replaces it."""
 
 
 def stdlib_handler(as_json: bool, renderer: structlog.typing.Processor) -> logging.Handler:
@@ -37,7 +33,7 @@ def stdlib_handler(as_json: bool, renderer: structlog.typing.Processor) -> loggi
             renderer,
         ],
     )
-    handler = _Handler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     return handler
 
@@ -67,7 +63,7 @@ def setup_logging(fmt: LogFormat = "auto", level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, _Handler)]:
+    for handler in list(root.handlers):  # ours from an earlier call, or anyone's: each record once, rendered
         root.removeHandler(handler)
     root.addHandler(stdlib_handler(as_json, renderer))
     root.setLevel(max(numeric, logging.WARNING))  # libraries' info lines are noise next to our events

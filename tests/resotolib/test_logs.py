@@ -9,7 +9,9 @@ import sys
 PROGRAM = """
 import logging, structlog
 from resotolib.logs import setup_logging
+logging.basicConfig()  # a handler installed before: it goes, or each record would come out twice
 setup_logging({fmt!r}, "info")
+setup_logging({fmt!r}, "info")  # and again: still one handler
 structlog.get_logger("ours").info("started", port=8900)
 logging.getLogger("library").info("not shown: libraries log warnings and above")
 try:
