@@ -20,13 +20,13 @@ ensure_venv() {
 # Resoto's published client library, for the compatibility tests (tests/test_resoto_client.py): in a
 # virtualenv of its own, since its distribution has the name of this project's `resotolib`.
 RESOTO_CLIENT_VENV="${RESOTO_CLIENT_VENV:-$ROOT/.venv-resoto-client}"
-RESOTO_CLIENT="resotolib==3.9.0"
+RESOTO_CLIENT="$ROOT/tests/data/resoto-client-requirements.txt"  # resotolib==3.9.0 and its dependencies, pinned
 
 ensure_resoto_client() {
-    local stamp="$RESOTO_CLIENT_VENV/.installed-$RESOTO_CLIENT"
+    local stamp="$RESOTO_CLIENT_VENV/.installed-$(sha256sum "$RESOTO_CLIENT" | cut -c1-16)"
     if [[ ! -f "$stamp" ]]; then
         "$PYTHON" -m venv "$RESOTO_CLIENT_VENV"
-        "$RESOTO_CLIENT_VENV/bin/python" -m pip install --quiet "$RESOTO_CLIENT"
+        "$RESOTO_CLIENT_VENV/bin/python" -m pip install --quiet -r "$RESOTO_CLIENT"
         rm -f "$RESOTO_CLIENT_VENV"/.installed-*
         touch "$stamp"
     fi
