@@ -57,6 +57,10 @@ def subscription_timeout(timeout: float, kill_grace: float) -> int:
     return math.ceil(timeout + kill_grace + DRAIN_SECONDS) + ANSWER_MARGIN
 
 
+WAIT_BEYOND = ANSWER_MARGIN + math.ceil(DRAIN_SECONDS)
+"""Whole seconds the core waits beyond --timeout and --kill-grace (for a whole --kill-grace)."""
+
+
 def max_timeout(kill_grace: float) -> int:
     """The longest ``--timeout`` whose subscription timeout stays within the core's limit."""
     return MAX_TIMEOUT_SECONDS - ANSWER_MARGIN - math.ceil(kill_grace + DRAIN_SECONDS)

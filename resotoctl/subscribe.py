@@ -16,24 +16,15 @@ action answered "interrupted", every subscription removed; the exit code is 130,
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import click
 import structlog
 
-from resotoctl.child import DRAIN_SECONDS
 from resotoctl.config import Ctl
 from resotoctl.errors import CtlError, execute
-from resotoctl.runner import (
-    ANSWER_MARGIN,
-    DEFAULT_KILL_GRACE,
-    ActionRunner,
-    Stop,
-    SubscribeOptions,
-    max_timeout,
-)
+from resotoctl.runner import DEFAULT_KILL_GRACE, WAIT_BEYOND, ActionRunner, Stop, SubscribeOptions, max_timeout
 from resotolib.client import CoreClient, CoreError, already_connected
 from resotolib.protocol import MAX_TIMEOUT_SECONDS, Subscription
 from resotolib.subscriber import ActionSubscriber
@@ -43,8 +34,6 @@ log = structlog.get_logger(__name__)
 STOP_MARGIN = 5.0
 """Seconds beyond the kill grace that stopping may take before the running action is abandoned."""
 COMMAND = "command"
-WAIT_BEYOND = ANSWER_MARGIN + math.ceil(DRAIN_SECONDS)
-"""Whole seconds the core waits beyond --timeout and --kill-grace (for a whole --kill-grace)."""
 
 
 async def register(client: CoreClient, subscriber_id: str, subscriptions: Sequence[Subscription]) -> None:

@@ -122,8 +122,9 @@ async def list_workflows(request: web.Request) -> web.Response:
 
 @routes.post("/workflows/{id}/run")
 async def run_workflow(request: web.Request) -> web.Response:
-    _storing(_core(request))
-    result = await _core(request).engine.trigger(request.match_info["id"], "manual")
+    core = _core(request)
+    _storing(core)
+    result = await core.engine.trigger(request.match_info["id"], "manual")
     body: dict[str, Any] = {"status": result.status, "workflow": result.workflow_id, "reason": result.reason}
     if result.status == "started":
         return web.json_response({**body, "task_id": result.task_id})
