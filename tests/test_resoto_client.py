@@ -123,6 +123,22 @@ async def history(url: str, task_id: str, headers: dict[str, str] | None = None)
     return [run for run in runs if run["id"] == task_id]
 
 
+def auth() -> dict[str, str]:
+    """Headers with a fresh token (one lives five minutes)."""
+    return {"Authorization": f"Bearer {encode({}, PSK)}"}
+
+
+async def every_step_noted(url: str, task_id: str, headers: dict[str, str], within: float = 10) -> None:
+    """Until GET /tasks/{id} shows an info message in each of the workflow's steps."""
+    async with aiohttp.ClientSession(headers=headers) as session, asyncio.timeout(within):
+        while True:
+            async with session.get(f"{url}/tasks/{task_id}") as r:
+                steps = (await r.json())["steps"]
+            if len(steps) == len(STEPS) and all(step["info"] for step in steps):
+                return
+            await asyncio.sleep(0.05)
+
+
 async def progress_of(url: str, task_id: str, parts: int, within: float = 10) -> Any:
     """The client's merged progress in GET /tasks/{id} once it has `parts` parts (sent from a thread of its own)."""
     async with aiohttp.ClientSession() as session, asyncio.timeout(within):
@@ -147,25 +163,27 @@ async def test_resotos_client_runs_the_default_workflow_with_a_psk(
     core_process: Callable[..., Any], resoto_client: Callable[..., Any]
 ) -> None:
     core = await core_process("--psk", PSK, "--schedule", NEVER, "--catch-up", "none")
-    client = await resoto_client(core.url, "--psk", PSK, "--fail", "cleanup")
+    client = await resoto_client(core.url, "--psk", PSK, "--fail", "cleanup", "--hold", STEPS[-1])
     await client.connected()
     await client.send("start")
+    last = await client.wait_for(lambda line: line.get("action") == STEPS[-1])
+    task_id = client.lines[last]["task"]
+    # the library sends info from a thread of its own, so it may come after the answer: the last step waits
+    # until every step's info is in (after the run it would be dropped, which the design allows)
+    await every_step_noted(core.url, task_id, auth())
+    await client.send("release")
     end = await client.wait_for(ended)
-    started = next(line for line in client.lines if line.get("event") == "task_started")
-    task_id = started["data"]["task"]
     assert client.actions() == STEPS and {line["task"] for line in client.lines if "action" in line} == {task_id}
     assert client.lines[end]["data"] == {
         "task": task_id, "workflow": "collect_and_cleanup", "success": False, "status": "failed",
         "error": "steps failed: cleanup",
     }  # fmt: skip
-    [run] = await history(core.url, task_id, {"Authorization": f"Bearer {encode({}, PSK)}"})
+    [run] = await history(core.url, task_id, auth())
     assert run["trigger"] == "event:start_collect_and_cleanup_workflow" and run["error"] == "steps failed: cleanup"
     for step in run["steps"]:
         outcome = step["subscribers"]["resoto-client"]
         assert outcome["outcome"] == ("error" if step["name"] == "cleanup" else "done"), step
-        info = [i["message"] for i in step["info"]]
-        # the library sends info from a thread of its own: it may come after the answer, even after the run
-        assert info == [f"[example] {step['name']} from resotolib"] or (step["name"] == STEPS[-1] and not info), step
+        assert [i["message"] for i in step["info"]] == [f"[example] {step['name']} from resotolib"], step
     assert run["steps"][STEPS.index("cleanup")]["subscribers"]["resoto-client"]["error"] == "AccessDenied"
     assert problems(core) == []
 
