@@ -1,13 +1,16 @@
 """Runs as JSON: the one shape every backend stores, the export carries and the API shows.
 
 The machine's state is plain frozen dataclasses (cheap to copy on every answer); pydantic turns them
-into JSON and validates them on the way back in.
+into JSON and validates them on the way back in. A step is written on every change of a run, so
+``step_json`` writes the same text as pydantic by hand (with orjson), in a fifth of the time;
+test_codec compares the two on generated steps.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic import TypeAdapter
 
 from resotocore.workflow.machine import Run, StepRun
@@ -33,6 +36,25 @@ def step_dict(step: StepRun) -> dict[str, Any]:
 
 
 def step_json(step: StepRun) -> str:
+    """The step as pydantic writes it (field order, datetimes with Z), built without pydantic."""
+    doc = {
+        "name": step.name,
+        "message_type": step.message_type,
+        "started_at": step.started_at,
+        "deadline": step.deadline,
+        "ended_at": step.ended_at,
+        "success": step.success,
+        "subscribers": {s: {"outcome": o.outcome, "error": o.error, "at": o.at} for s, o in step.subscribers.items()},
+        "notified": step.notified,
+        "info": [
+            {"subscriber_id": i.subscriber_id, "level": i.level, "message": i.message, "at": i.at} for i in step.info
+        ],
+    }
+    return orjson.dumps(doc, option=orjson.OPT_UTC_Z).decode()
+
+
+def pydantic_step_json(step: StepRun) -> str:
+    """What ``step_json`` must equal."""
     return _STEP.dump_json(step).decode()
 
 

@@ -211,7 +211,7 @@ def advance(run: Run, workflow: Workflow, event: Input, now: datetime, subscribe
         case Start():
             if run.steps:
                 raise IllegalTransition(run, event)
-            return _enter(run, workflow, 0, now, subscribers, [])
+            return _enter(run, (), workflow, now, subscribers, [])
         case Answer():
             return advance_many(run, workflow, [event], now, subscribers)[0]
         case Info():
@@ -225,33 +225,48 @@ def advance(run: Run, workflow: Workflow, event: Input, now: datetime, subscribe
 
 
 def _enter(
-    run: Run, workflow: Workflow, index: int, now: datetime, subscribers: SubscriberLookup, commands: list[Command]
+    run: Run,
+    steps: tuple[StepRun, ...],
+    workflow: Workflow,
+    now: datetime,
+    subscribers: SubscriberLookup,
+    commands: list[Command],
 ) -> Transition:
-    """Enter step `index` (or finish the run when there is none); steps nobody waits for complete at once."""
-    while index < len(workflow.steps):
-        step = workflow.step(index)
+    """The run with `steps` (its steps so far, the last one ended) enters the next step, or ends when there
+    is none; steps nobody waits for complete at once. The run is copied once, at the end."""
+    while len(steps) < len(workflow.steps):
+        step = workflow.steps[len(steps)]
         subs = subscribers(step.message_type)
-        waiting = [(sid, s) for sid, s in subs if s.wait_for_completion]
-        timeout = max(step.timeout, timedelta(seconds=max((s.timeout for _, s in waiting), default=0)))
+        waiting = [sid for sid, s in subs if s.wait_for_completion]
+        longest = max((s.timeout for _, s in subs if s.wait_for_completion), default=0)
+        deadline = now + max(step.timeout, timedelta(seconds=longest))
+        notified = tuple(sid for sid, _ in subs)
+        commands.append(EmitEvent("step_started", _step_data(run, step.name)))
+        if subs:
+            commands.append(SendAction(run.id, step.name, step.message_type, notified))
+        if waiting:
+            step_run = StepRun(
+                name=step.name,
+                message_type=step.message_type,
+                started_at=now,
+                deadline=deadline,
+                subscribers=dict.fromkeys(waiting, WAITING),
+                notified=notified,
+            )
+            commands.append(ArmDeadline(run.id, deadline))
+            return Transition(_with_steps(run, (*steps, step_run)), commands)
         step_run = StepRun(
             name=step.name,
             message_type=step.message_type,
             started_at=now,
-            deadline=now + timeout,
-            subscribers=dict.fromkeys((sid for sid, _ in waiting), WAITING),
-            notified=tuple(sid for sid, _ in subs),
+            deadline=deadline,
+            ended_at=now,
+            success=True,
+            notified=notified,
         )
-        run = _with_steps(run, (*run.steps, step_run))
-        commands.append(EmitEvent("step_started", _step_data(run, step_run)))
-        if subs:
-            commands.append(SendAction(run.id, step.name, step.message_type, step_run.notified))
-        if waiting:
-            commands.append(ArmDeadline(run.id, step_run.deadline))
-            return Transition(run, commands)
-        run = _replace_current(run, replace(step_run, ended_at=now, success=True))
-        commands.append(EmitEvent("step_end", _step_data(run, run.steps[-1])))
-        index += 1
-    return _finish(run, workflow, now, commands)
+        steps = (*steps, step_run)
+        commands.append(EmitEvent("step_end", _step_data(run, step.name, True)))
+    return _finish(_with_steps(run, steps), now, commands)
 
 
 def advance_many(
@@ -323,12 +338,14 @@ def _answer_step(
             continue
         if outcomes is None:
             outcomes = dict(current.subscribers)
-        outcome = Outcome.done if answer.error is None else Outcome.error
-        outcomes[answer.subscriber_id] = SubscriberOutcome(outcome=outcome, error=answer.error, at=now)
+            done = SubscriberOutcome(outcome=Outcome.done, at=now)  # outcomes are immutable: one for the batch
+        if answer.error is None:
+            outcomes[answer.subscriber_id] = done
+        else:
+            outcomes[answer.subscriber_id] = SubscriberOutcome(outcome=Outcome.error, error=answer.error, at=now)
         stop = answer.error is not None and workflow.step(len(run.steps) - 1).on_error is OnError.stop
         if stop or not _still_waiting(outcomes):
-            completed = _replace_current(run, _with_outcomes(current, outcomes))
-            return _complete_step(completed, workflow, now, subscribers), index
+            return _complete_step(run, workflow, outcomes, now, subscribers), index
     if outcomes is None:
         return Transition(run, ignored="no answer applies"), index
     return Transition(_replace_current(run, _with_outcomes(current, outcomes)), []), index
@@ -341,8 +358,7 @@ def _deadline(run: Run, workflow: Workflow, now: datetime, subscribers: Subscrib
         return Transition(run, [ArmDeadline(run.id, current.deadline)])
     timed_out = SubscriberOutcome(outcome=Outcome.timeout, error="no answer before the step timeout", at=now)
     outcomes = {sid: timed_out if o.outcome is Outcome.waiting else o for sid, o in current.subscribers.items()}
-    run = _replace_current(run, replace(current, subscribers=outcomes))
-    return _complete_step(run, workflow, now, subscribers)
+    return _complete_step(run, workflow, outcomes, now, subscribers)
 
 
 def _subscriber_gone(
@@ -354,30 +370,36 @@ def _subscriber_gone(
     if previous is None or previous.outcome is not Outcome.waiting:
         return Transition(run, ignored="subscriber is not waited for")
     gone = SubscriberOutcome(outcome=Outcome.gone, error="subscriber was removed", at=now)
-    step_run = _with_outcomes(current, {**current.subscribers, event.subscriber_id: gone})
-    run = _replace_current(run, step_run)
-    if step_run.still_waiting:
-        return Transition(run, [])
-    return _complete_step(run, workflow, now, subscribers)
+    outcomes = {**current.subscribers, event.subscriber_id: gone}
+    if _still_waiting(outcomes):
+        return Transition(_replace_current(run, _with_outcomes(current, outcomes)), [])
+    return _complete_step(run, workflow, outcomes, now, subscribers)
 
 
-def _complete_step(run: Run, workflow: Workflow, now: datetime, subscribers: SubscriberLookup) -> Transition:
+def _complete_step(
+    run: Run,
+    workflow: Workflow,
+    outcomes: dict[SubscriberId, SubscriberOutcome],
+    now: datetime,
+    subscribers: SubscriberLookup,
+) -> Transition:
+    """End the current step with these outcomes (whoever is still waiting is cancelled), then go on."""
     current = run.current
     assert current is not None
-    success = all(o.outcome is Outcome.done for o in current.subscribers.values())
-    stopped = SubscriberOutcome(outcome=Outcome.cancelled, at=now)
-    outcomes = {sid: stopped if o.outcome is Outcome.waiting else o for sid, o in current.subscribers.items()}
-    step_run = _with_outcomes(current, outcomes, ended_at=now, success=success)
-    run = _replace_current(run, step_run)
-    commands: list[Command] = [EmitEvent("step_end", _step_data(run, run.steps[-1]))]
-    index = len(run.steps) - 1
-    if not success and workflow.step(index).on_error is OnError.stop:
-        error = f"step {current.name} failed: " + ("; ".join(run.steps[-1].errors) or "unknown error")
-        return _end(run, RunStatus.failed, now, commands, error)
-    return _enter(run, workflow, index + 1, now, subscribers, commands)
+    success = all(o.outcome is Outcome.done for o in outcomes.values())
+    if not success:  # only then may somebody still be waiting (the step stopped at an error)
+        stopped = SubscriberOutcome(outcome=Outcome.cancelled, at=now)
+        outcomes = {sid: stopped if o.outcome is Outcome.waiting else o for sid, o in outcomes.items()}
+    ended = _with_outcomes(current, outcomes, ended_at=now, success=success)
+    steps = (*run.steps[:-1], ended)
+    commands: list[Command] = [EmitEvent("step_end", _step_data(run, ended.name, success))]
+    if not success and workflow.steps[len(steps) - 1].on_error is OnError.stop:
+        error = f"step {ended.name} failed: " + ("; ".join(ended.errors) or "unknown error")
+        return _end(_with_steps(run, steps), RunStatus.failed, now, commands, error)
+    return _enter(run, steps, workflow, now, subscribers, commands)
 
 
-def _finish(run: Run, workflow: Workflow, now: datetime, commands: list[Command]) -> Transition:
+def _finish(run: Run, now: datetime, commands: list[Command]) -> Transition:
     failed = [s.name for s in run.steps if not s.success]
     if failed:
         return _end(run, RunStatus.failed, now, commands, f"steps failed: {', '.join(failed)}")
@@ -454,10 +476,10 @@ def _with_steps(run: Run, steps: tuple[StepRun, ...]) -> Run:
     )
 
 
-def _step_data(run: Run, step_run: StepRun) -> dict[str, Any]:
-    data: dict[str, Any] = {"task": run.id, "workflow": run.workflow_id, "step": step_run.name}
-    if step_run.success is not None:
-        data["success"] = step_run.success
+def _step_data(run: Run, step: str, success: bool | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {"task": run.id, "workflow": run.workflow_id, "step": step}
+    if success is not None:
+        data["success"] = success
     return data
 
 

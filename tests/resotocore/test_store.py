@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import sys
 import time
@@ -20,7 +21,8 @@ from resotocore.db.arango_conn import http_url
 from resotocore.db.arango_store import ArangoStore, micros
 from resotocore.db.sqlite import SqliteStore
 from resotocore.db.store import Changes, QueuedRun, Store, StoreError
-from resotocore.workflow.machine import Run, RunStatus
+from resotocore.workflow.codec import run_json, step_json
+from resotocore.workflow.machine import Run, RunStatus, StepRun
 from resotolib.protocol import Subscriber, SubscriberId, Subscription, TaskId
 from tests.support import arango_test_database, needs_arango
 
@@ -101,6 +103,101 @@ async def test_sqlite_write_errors_become_store_errors(tmp_path: Path) -> None:
     await backend.close()
 
 
+def _step(name: str) -> StepRun:
+    return StepRun(name=name, message_type=name, started_at=T0, deadline=T0)
+
+
+async def test_a_run_resumed_after_a_restart_keeps_its_steps(tmp_path: Path) -> None:
+    # after a restart the store knows a running run only from its file: a commit that leaves the
+    # header as it is must still find where the run's steps are
+    first = replace(run("a"), steps=(_step("s0"),))
+    backend = SqliteStore(tmp_path / "store.db")
+    await backend.commit(Changes(runs=[run("older")]))
+    await backend.commit(Changes(runs=[first]))
+    await backend.close()
+    backend = SqliteStore(tmp_path / "store.db")
+    (resumed,) = [r for r in await backend.running() if r.id == "a"]
+    changes = Changes()
+    changes.add_run(replace(resumed, steps=(*resumed.steps, _step("s1"))), 1)
+    await backend.commit(changes)
+    stored = await backend.run(TaskId("a"))
+    assert stored is not None and [s.name for s in stored.steps] == ["s0", "s1"]
+    older = await backend.run(TaskId("older"))
+    assert older is not None and older.steps == ()
+    await backend.close()
+
+
+LAYOUT_1 = """
+CREATE TABLE subscribers (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL
+);
+CREATE TABLE run_steps (
+    run_id TEXT NOT NULL, idx INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (run_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX runs_by_workflow ON runs (workflow_id, created_at DESC);
+CREATE INDEX runs_by_status ON runs (status);
+CREATE TABLE wait_queue (workflow_id TEXT PRIMARY KEY, trigger TEXT NOT NULL, queued_at TEXT NOT NULL);
+CREATE TABLE trigger_times (key TEXT PRIMARY KEY, fired_at TEXT NOT NULL);
+"""
+"""The tables as the first released layout made them (steps keyed by the run's id, no user_version)."""
+
+
+async def test_a_database_of_the_first_layout_is_upgraded_with_everything_in_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    runs = [
+        replace(run("z-first", minutes=1, status=RunStatus.succeeded), steps=(_step("s0"), _step("s1"))),
+        replace(run("a-second", minutes=1), steps=(_step("t0"),)),  # same time: kept in the order stored
+        run("m-third", minutes=0),
+    ]
+    db = sqlite3.connect(path)
+    db.executescript(LAYOUT_1)
+    for r in runs:
+        header = (r.id, r.workflow_id, r.status.value, r.created_at.isoformat(), run_json(r, steps=False))
+        db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)", header)
+        steps = [(r.id, i, step_json(s)) for i, s in enumerate(r.steps)]
+        db.executemany("INSERT INTO run_steps VALUES (?, ?, ?)", steps)
+    db.execute("INSERT INTO trigger_times VALUES ('wf/0', ?)", (T0.isoformat(),))
+    db.commit()
+    db.close()
+
+    backend = SqliteStore(path)
+    assert [await backend.run(r.id) for r in runs] == runs
+    assert [r.id async for batch in backend.every_run() for r in batch] == ["z-first", "a-second", "m-third"]
+    assert [r.id for r in (await backend.history("wf", 10, 0)).runs] == ["a-second", "z-first", "m-third"]
+    assert await backend.trigger_times() == {"wf/0": T0}
+    changes = Changes()
+    changes.add_run(replace(runs[1], steps=(*runs[1].steps, _step("t1"))), 1)
+    await backend.commit(changes)
+    assert [s.name for s in (await backend.running())[-1].steps] == ["t0", "t1"]
+    await backend.close()
+    check = sqlite3.connect(path)
+    tables = {name for (name,) in check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert check.execute("PRAGMA user_version").fetchone() == (sqlite_store.SCHEMA_VERSION,)
+    check.close()
+    assert "runs_v1" not in tables and "run_steps_v1" not in tables
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ("PRAGMA user_version = 99", "it was written by a newer version (layout 99, this one knows 2)"),
+        ("CREATE TABLE runs (id TEXT PRIMARY KEY, doc TEXT)", "its tables are of no layout this version knows"),
+    ],
+)
+async def test_a_database_of_an_unknown_layout_is_refused_and_left_as_it_is(
+    tmp_path: Path, script: str, reason: str
+) -> None:
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.executescript(script)
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=re.escape(f"cannot open the database {path}: {reason}")):
+        SqliteStore(path)
+    assert path.read_bytes() == before
+
+
 async def test_a_change_of_the_run_alone_is_stored(store: Store) -> None:
     # SQLite writes the run's header only when one of its fields changed; every field must count.
     a = run("a")
@@ -178,11 +275,7 @@ def _log_frames(path: Path) -> int:
 
 
 async def test_only_changed_steps_are_written_and_all_are_read_back(store: Store) -> None:
-    from resotocore.workflow.machine import StepRun
-
-    def step(name: str) -> StepRun:
-        return StepRun(name=name, message_type=name, started_at=T0, deadline=T0)
-
+    step = _step
     first = replace(run("a"), steps=(step("s0"), step("s1")))
     changes = Changes()
     changes.add_run(first)
