@@ -282,19 +282,18 @@ def _write(
 ) -> dict[str, int]:
     """Every statement of one commit; the caller holds the transaction. Returns the number of each run
     written (`known` holds those of the runs written before)."""
-    seqs: dict[str, int] = {}
-    for header in headers:
-        (seqs[header[0]],) = db.execute(
+    if headers:
+        db.executemany(
             "INSERT INTO runs (id, workflow_id, status, created_at, doc) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc RETURNING seq",
-            header,
-        ).fetchone()
+            "ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
+            headers,
+        )
+    seqs: dict[str, int] = {}
     for run in changes.runs:
-        if run.id not in seqs:
-            seq = known.get(run.id)
-            if seq is None:  # a run resumed after a restart, its header unchanged
-                (seq,) = db.execute("SELECT seq FROM runs WHERE id = ?", (run.id,)).fetchone()
-            seqs[run.id] = seq
+        seq = known.get(run.id)
+        if seq is None:  # a new run, or one stored before a restart (no RETURNING: SQLite before 3.35)
+            (seq,) = db.execute("SELECT seq FROM runs WHERE id = ?", (run.id,)).fetchone()
+        seqs[run.id] = seq
     steps = [
         (seqs[r.id], idx, step_json(r.steps[idx]))
         for r in changes.runs

@@ -108,8 +108,8 @@ def _step(name: str) -> StepRun:
 
 
 async def test_a_run_resumed_after_a_restart_keeps_its_steps(tmp_path: Path) -> None:
-    # after a restart the store knows a running run only from its file: a commit that leaves the
-    # header as it is must still find where the run's steps are
+    # after a restart the store knows a running run only from its file: its next commit must find
+    # where the run's steps are, and not take another run's
     first = replace(run("a"), steps=(_step("s0"),))
     backend = SqliteStore(tmp_path / "store.db")
     await backend.commit(Changes(runs=[run("older")]))
