@@ -30,7 +30,9 @@ from resotocore.workflow.machine import Run, RunStatus
 from resotolib.protocol import Subscriber, TaskId
 
 SCHEMA_VERSION = 2
-"""The layout below, kept in the file's user_version. 1 (stored as 0) keyed step rows by the run's id."""
+"""The layout below, kept in the file's user_version. Files of earlier versions have 0 there: each run's
+row held its steps (the first layout), or the steps were rows keyed by the run's id (the second), or
+both (a file of the first layout that the second went on using)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
@@ -54,23 +56,36 @@ CREATE TABLE IF NOT EXISTS trigger_times (key TEXT PRIMARY KEY, fired_at TEXT NO
 its random id: the rows a commit writes are then the last ones of the table, one page, instead of a
 page anywhere in it (a commit took about twice as long with the id as the key)."""
 
-FROM_LAYOUT_1 = (
+FROM_EARLIER_LAYOUTS = (
     """
-DROP INDEX runs_by_workflow;
-DROP INDEX runs_by_status;
-ALTER TABLE runs RENAME TO runs_v1;
-ALTER TABLE run_steps RENAME TO run_steps_v1;
+CREATE TABLE IF NOT EXISTS run_steps (
+    run_id TEXT NOT NULL, idx INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (run_id, idx)
+) WITHOUT ROWID;
+DROP INDEX IF EXISTS runs_by_workflow;
+DROP INDEX IF EXISTS runs_by_status;
+ALTER TABLE runs RENAME TO runs_old;
+ALTER TABLE run_steps RENAME TO run_steps_old;
 """
     + SCHEMA
     + """
 INSERT INTO runs (id, workflow_id, status, created_at, doc)
-    SELECT id, workflow_id, status, created_at, doc FROM runs_v1 ORDER BY rowid;
+    SELECT id, workflow_id, status, created_at, json_remove(doc, '$.steps') FROM runs_old ORDER BY rowid;
 INSERT INTO run_steps (run, idx, doc)
-    SELECT runs.seq, run_steps_v1.idx, run_steps_v1.doc FROM run_steps_v1 JOIN runs ON runs.id = run_steps_v1.run_id;
-DROP TABLE run_steps_v1;
-DROP TABLE runs_v1;
+    SELECT runs.seq, step.key, step.value FROM runs_old JOIN runs ON runs.id = runs_old.id,
+        json_each(runs_old.doc, '$.steps') AS step;
+INSERT OR REPLACE INTO run_steps (run, idx, doc)
+    SELECT runs.seq, run_steps_old.idx, run_steps_old.doc FROM run_steps_old
+        JOIN runs ON runs.id = run_steps_old.run_id;
+DROP TABLE run_steps_old;
+DROP TABLE runs_old;
 """
 )
+"""Brings a file of an earlier layout to this one: the steps a run's row held and those stored as rows
+(the newer ones, when a run has both) become rows keyed by the run's number; runs keep their order."""
+
+EARLIER_RUNS = {"id", "workflow_id", "status", "created_at", "doc"}
+EARLIER_STEPS = {"run_id", "idx", "doc"}
+"""The columns of the runs and run_steps tables in the earlier layouts."""
 
 log = structlog.get_logger(__name__)
 
@@ -244,7 +259,7 @@ def _checkpoint(path: Path, mode: Literal["PASSIVE", "TRUNCATE"]) -> None:
 
 
 def _prepare(db: sqlite3.Connection, path: Path) -> None:
-    """Create the tables of a new database, or bring those of layout 1 to this one, in one transaction."""
+    """Create the tables of a new database, or bring those of an earlier layout to this one, in one transaction."""
     if _layout(db) == SCHEMA_VERSION:
         return
     db.execute("PRAGMA busy_timeout=5000")  # another process may be preparing the file right now
@@ -255,11 +270,12 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
         if layout > SCHEMA_VERSION:
             raise StoreError(f"it was written by a newer version (layout {layout}, this one knows {SCHEMA_VERSION})")
         if layout < SCHEMA_VERSION:
-            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            upgraded = "run_id" in {column for (_, column, *_) in db.execute("PRAGMA table_info(run_steps)")}
-            if "runs" in tables and not upgraded:
+            runs = {column for (_, column, *_) in db.execute("PRAGMA table_info(runs)")}
+            steps = {column for (_, column, *_) in db.execute("PRAGMA table_info(run_steps)")}
+            upgraded = bool(runs)
+            if upgraded and (runs != EARLIER_RUNS or steps not in (EARLIER_STEPS, set())):
                 raise StoreError("its tables are of no layout this version knows")
-            for statement in (FROM_LAYOUT_1 if upgraded else SCHEMA).split(";"):
+            for statement in (FROM_EARLIER_LAYOUTS if upgraded else SCHEMA).split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

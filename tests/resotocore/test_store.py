@@ -132,34 +132,57 @@ CREATE TABLE subscribers (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE runs (
     id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL
 );
-CREATE TABLE run_steps (
-    run_id TEXT NOT NULL, idx INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (run_id, idx)
-) WITHOUT ROWID;
 CREATE INDEX runs_by_workflow ON runs (workflow_id, created_at DESC);
 CREATE INDEX runs_by_status ON runs (status);
 CREATE TABLE wait_queue (workflow_id TEXT PRIMARY KEY, trigger TEXT NOT NULL, queued_at TEXT NOT NULL);
 CREATE TABLE trigger_times (key TEXT PRIMARY KEY, fired_at TEXT NOT NULL);
 """
-"""The tables as the first released layout made them (steps keyed by the run's id, no user_version)."""
+"""The tables of the first layout: a run's row holds the run with its steps (no user_version)."""
+
+LAYOUT_2_STEPS = """
+CREATE TABLE run_steps (
+    run_id TEXT NOT NULL, idx INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (run_id, idx)
+) WITHOUT ROWID;
+"""
+"""What the second layout added: steps as rows keyed by the run's id; the run's row holds no steps."""
 
 
-async def test_a_database_of_the_first_layout_is_upgraded_with_everything_in_it(tmp_path: Path) -> None:
+def _old_file(path: Path, runs: list[tuple[Run, bool]], step_rows: bool) -> None:
+    """A file of an earlier layout holding `runs`, each (run, stored with its steps in its row)."""
+    db = sqlite3.connect(path)
+    db.executescript(LAYOUT_1 + (LAYOUT_2_STEPS if step_rows else ""))
+    for r, embedded in runs:
+        doc = run_json(r) if embedded else run_json(r, steps=False)
+        db.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
+            (r.id, r.workflow_id, r.status.value, r.created_at.isoformat(), doc),
+        )
+        if not embedded:
+            steps = [(r.id, i, step_json(s)) for i, s in enumerate(r.steps)]
+            db.executemany("INSERT INTO run_steps VALUES (?, ?, ?)", steps)
+    db.execute("INSERT INTO trigger_times VALUES ('wf/0', ?)", (T0.isoformat(),))
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("embedded", "step_rows"),
+    [
+        pytest.param([True, True, True], False, id="first layout"),
+        pytest.param([False, False, False], True, id="second layout"),
+        pytest.param([True, False, True], True, id="first layout used by the second"),
+    ],
+)
+async def test_a_database_of_an_earlier_layout_is_upgraded_with_everything_in_it(
+    tmp_path: Path, embedded: list[bool], step_rows: bool
+) -> None:
     path = tmp_path / "old.db"
     runs = [
         replace(run("z-first", minutes=1, status=RunStatus.succeeded), steps=(_step("s0"), _step("s1"))),
         replace(run("a-second", minutes=1), steps=(_step("t0"),)),  # same time: kept in the order stored
         run("m-third", minutes=0),
     ]
-    db = sqlite3.connect(path)
-    db.executescript(LAYOUT_1)
-    for r in runs:
-        header = (r.id, r.workflow_id, r.status.value, r.created_at.isoformat(), run_json(r, steps=False))
-        db.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)", header)
-        steps = [(r.id, i, step_json(s)) for i, s in enumerate(r.steps)]
-        db.executemany("INSERT INTO run_steps VALUES (?, ?, ?)", steps)
-    db.execute("INSERT INTO trigger_times VALUES ('wf/0', ?)", (T0.isoformat(),))
-    db.commit()
-    db.close()
+    _old_file(path, list(zip(runs, embedded, strict=True)), step_rows)
 
     backend = SqliteStore(path)
     assert [await backend.run(r.id) for r in runs] == runs
@@ -174,8 +197,9 @@ async def test_a_database_of_the_first_layout_is_upgraded_with_everything_in_it(
     check = sqlite3.connect(path)
     tables = {name for (name,) in check.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert check.execute("PRAGMA user_version").fetchone() == (sqlite_store.SCHEMA_VERSION,)
+    assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     check.close()
-    assert "runs_v1" not in tables and "run_steps_v1" not in tables
+    assert tables == {"subscribers", "runs", "run_steps", "wait_queue", "trigger_times"}
 
 
 @pytest.mark.parametrize(
