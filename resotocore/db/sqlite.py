@@ -81,7 +81,8 @@ DROP TABLE runs_old;
 """
 )
 """Brings a file of an earlier layout to this one: the steps a run's row held and those stored as rows
-(the newer ones, when a run has both) become rows keyed by the run's number; runs keep their order."""
+(the newer ones, when a run has both) become rows keyed by the run's number, numbered in the order of
+the old rows."""
 
 EARLIER_RUNS = {"id", "workflow_id", "status", "created_at", "doc"}
 EARLIER_STEPS = {"run_id", "idx", "doc"}

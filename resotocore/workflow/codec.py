@@ -2,8 +2,8 @@
 
 The machine's state is plain frozen dataclasses (cheap to copy on every answer); pydantic turns them
 into JSON and validates them on the way back in. A step is written on every change of a run, so
-``step_json`` writes the same text as pydantic by hand (with orjson), in a fifth of the time;
-test_codec compares the two on generated steps.
+``step_json`` writes the same text as pydantic by hand (with orjson): half the time for a step of ten
+subscribers or more. test_codec compares the two on generated steps.
 """
 
 from __future__ import annotations
@@ -51,11 +51,6 @@ def step_json(step: StepRun) -> str:
         ],
     }
     return orjson.dumps(doc, option=orjson.OPT_UTC_Z).decode()
-
-
-def pydantic_step_json(step: StepRun) -> str:
-    """What ``step_json`` must equal."""
-    return _STEP.dump_json(step).decode()
 
 
 def load_run(data: dict[str, Any]) -> Run:
