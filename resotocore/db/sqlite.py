@@ -29,10 +29,10 @@ from resotocore.workflow.codec import load_run_json, run_json, step_json
 from resotocore.workflow.machine import Run, RunStatus
 from resotolib.protocol import Subscriber, TaskId
 
-SCHEMA_VERSION = 2
-"""The layout below, kept in the file's user_version. Files of earlier versions have 0 there: each run's
-row held its steps (the first layout), or the steps were rows keyed by the run's id (the second), or
-both (a file of the first layout that the second went on using)."""
+SCHEMA_VERSION = 3
+"""The layout below (the third), kept in the file's user_version. Files of earlier versions have 0 there:
+each run's row held its steps (the first layout), or the steps were rows keyed by the run's id (the
+second), or both (a file of the first layout that the second went on using)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscribers (id TEXT PRIMARY KEY, doc TEXT NOT NULL);

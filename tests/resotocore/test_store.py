@@ -205,7 +205,7 @@ async def test_a_database_of_an_earlier_layout_is_upgraded_with_everything_in_it
 @pytest.mark.parametrize(
     ("script", "reason"),
     [
-        ("PRAGMA user_version = 99", "it was written by a newer version (layout 99, this one knows 2)"),
+        ("PRAGMA user_version = 99", "it was written by a newer version (layout 99, this one knows 3)"),
         ("CREATE TABLE runs (id TEXT PRIMARY KEY, doc TEXT)", "its tables are of no layout this version knows"),
     ],
 )
@@ -299,13 +299,12 @@ def _log_frames(path: Path) -> int:
 
 
 async def test_only_changed_steps_are_written_and_all_are_read_back(store: Store) -> None:
-    step = _step
-    first = replace(run("a"), steps=(step("s0"), step("s1")))
+    first = replace(run("a"), steps=(_step("s0"), _step("s1")))
     changes = Changes()
     changes.add_run(first)
     await store.commit(changes)
     # a later state whose step 0 is declared unchanged: what is stored for it stays
-    later = replace(first, steps=(step("ignored"), step("s1b"), step("s2")))
+    later = replace(first, steps=(_step("ignored"), _step("s1b"), _step("s2")))
     changes = Changes()
     changes.add_run(later, 1)
     await store.commit(changes)
