@@ -58,14 +58,21 @@ async def unmark_unexpired(clouds: Sequence[str], client: GraphApi, graph: str, 
     deleted anyway), are left as they are. Each lifted mark gets an event log entry; returns how many."""
     reason = Comparison(path="metadata.clean_reason", op="==", value=EXPIRED)
     selector = Filter(cloud=list(clouds), clean=True, cleaned=False, protected=False, fields=[reason])
+    found = client.search(graph, SearchRequest(filter=selector))
+    stale = [item async for item in found if isinstance(item, Node) and stale_mark(item, now)]
+    return await lift_marks(client, graph, stale, now)
+
+
+async def lift_marks(client: GraphApi, graph: str, nodes: Sequence[Node], now: datetime) -> int:
+    """Lift the cleanup marks of `nodes` (marked for an expiry that no longer holds at `now`), each with
+    an event log entry; returns how many the core updated."""
     at = now.isoformat()
     patches: list[NodePatch] = []
-    async for item in client.search(graph, SearchRequest(filter=selector)):
-        if isinstance(item, Node) and stale_mark(item, now):
-            expires = item.metadata.get("expires")
-            why = f"no longer expired: expires {expires}" if expires else "no longer expired: no expiry"
-            log.info("expired_unmarked", resource=describe(item), node_id=item.id, expires=expires)
-            patches.append(NodePatch(id=item.id, clean=False, event_log=[_entry(at, "unmarked", why)]))
+    for node in nodes:
+        expires = node.metadata.get("expires")
+        why = f"no longer expired: expires {expires}" if expires else "no longer expired: no expiry"
+        log.info("expired_unmarked", resource=describe(node), node_id=node.id, expires=expires)
+        patches.append(NodePatch(id=node.id, clean=False, event_log=[_entry(at, "unmarked", why)]))
     unmarked = 0
     for start in range(0, len(patches), WRITE_BACK_BATCH):
         answer = await client.patch_nodes(graph, patches[start : start + WRITE_BACK_BATCH])
@@ -116,9 +123,9 @@ async def cleanup(
 ) -> CleanupResult:
     """Delete every resource of `collectors`' clouds marked for cleanup; raise ActionFailed if any is left."""
     now = clock()
-    if not dry_run:  # cleanup_plan lifts these too; it may not have run, or not to its end
-        await unmark_unexpired(list(collectors), client, graph, now)
-    nodes, plan = await fetch_plan(client, graph, list(collectors), now)
+    nodes, stale, plan = await fetch_plan(client, graph, list(collectors), now)
+    if stale and not dry_run:  # cleanup_plan lifts these too; it may not have run, or not to its end
+        await lift_marks(client, graph, stale, now)
     log.info("cleanup_planned", resources=len(nodes), waves=len(plan.waves), cyclic=len(plan.cyclic), dry_run=dry_run)
     if dry_run:
         for number, wave in enumerate(plan.waves, 1):
@@ -221,19 +228,23 @@ class _Cleaner:
 
 async def fetch_plan(
     client: GraphApi, graph: str, clouds: list[str], now: datetime
-) -> tuple[dict[str, Node], DeletePlan]:
-    """The resources marked for cleanup (not cleaned, not protected, not marked for an expiry that no
-    longer holds at `now`) and the order to delete them in."""
+) -> tuple[dict[str, Node], list[Node], DeletePlan]:
+    """In one search: the resources marked for cleanup (not cleaned, not protected, not marked for an
+    expiry that no longer holds at `now`), those marked for such an expiry, and the order to delete the
+    first in."""
     selector = Filter(cloud=clouds, clean=True, cleaned=False, protected=False)
     nodes: dict[str, Node] = {}
+    stale: list[Node] = []
     edges: list[tuple[str, str]] = []
     async for item in client.search(graph, SearchRequest(filter=selector, with_edges="delete")):
         if isinstance(item, Node):
-            if not stale_mark(item, now):
+            if stale_mark(item, now):
+                stale.append(item)
+            else:
                 nodes[item.id] = item
         elif item.edge_type == "delete":
             edges.append((item.from_id, item.to_id))
-    return nodes, delete_waves(nodes, edges)
+    return nodes, stale, delete_waves(nodes, edges)
 
 
 def ancestor(node: Node, kind: str) -> str | None:

@@ -19,6 +19,12 @@ def clock() -> datetime:
     return NOW
 
 
+def marked(provider_id: str, expires: str | None) -> Node:
+    """A resource marked for cleanup because it expired (at `expires`, as the core computed it then)."""
+    node = resource(provider_id)
+    return node.model_copy(update={"metadata": {**node.metadata, "clean_reason": "expired", "expires": expires}})
+
+
 async def test_cleanup_plan_marks_the_expired_resources_of_the_workers_clouds() -> None:
     graph, reporter = FakeGraph(marked=7), RecordingReporter()
     assert await cleanup_plan(["example", "aws"], graph, "resoto", reporter, NOW) == 7
@@ -31,10 +37,6 @@ async def test_cleanup_plan_marks_the_expired_resources_of_the_workers_clouds() 
 
 
 async def test_cleanup_plan_first_lifts_its_marks_from_resources_no_longer_expired() -> None:
-    def marked(provider_id: str, expires: str | None) -> Node:
-        node = resource(provider_id)
-        return node.model_copy(update={"metadata": {**node.metadata, "clean_reason": "expired", "expires": expires}})
-
     items: list[Node | Edge] = [
         marked("gone", None), marked("later", "2026-03-01T12:00:00Z"), marked("earlier", "2026-03-01T11:59:59Z"),
         marked("unreadable", "soon"), marked("naive-later", "2026-03-02T00:00:00"),
@@ -72,9 +74,7 @@ async def test_cleanup_deletes_in_dependency_order_and_writes_back() -> None:
     items += [delete_edge("i1", "v1"), delete_edge("i1", "v2")]
     graph, collector = FakeGraph(items), FakeCollector()
     reporter = await run_cleanup(graph, collector)
-    [stale, search] = graph.searches  # first the marks for an expiry that no longer holds, lifted
-    reason = Comparison(path="metadata.clean_reason", op="==", value="expired")
-    assert stale.filter == Filter(cloud=["fake"], clean=True, cleaned=False, protected=False, fields=[reason])
+    [search] = graph.searches
     assert search.filter == Filter(cloud=["fake"], clean=True, cleaned=False, protected=False)
     assert search.with_edges == "delete"
     assert collector.deleted[:2] in (["i1", "b1"], ["b1", "i1"])
@@ -85,6 +85,29 @@ async def test_cleanup_deletes_in_dependency_order_and_writes_back() -> None:
     assert patch.event_log == [{"at": NOW.isoformat(), "kind": "cleaned", "message": "deleted by test.worker"}]
     assert reporter.progress_calls[-1] == ("cleanup", 4, 4, ("resoto",))
     assert reporter.infos == [("info", "deleted 4 of 4 resources marked for cleanup")]
+
+
+async def test_cleanup_lifts_marks_for_an_expiry_that_no_longer_holds_found_in_the_same_search() -> None:
+    # cleanup_plan lifts these too, but it may not have run, or not to its end
+    items: list[Node | Edge] = [
+        resource("v1"),
+        marked("later", "2026-03-02T00:00:00Z"),
+        marked("due", "2026-03-01T11:00:00Z"),
+    ]
+    graph, collector = FakeGraph(items), FakeCollector()
+    reporter = await run_cleanup(graph, collector)
+    assert len(graph.searches) == 1
+    assert sorted(collector.deleted) == ["due", "v1"]
+    lifted, *written = graph.patches
+    assert [(p.id, p.clean, p.event_log[0]["message"]) for p in lifted] == [
+        ("n-later", False, "no longer expired: expires 2026-03-02T00:00:00Z")
+    ]
+    assert sorted(p.id for wave in written for p in wave if p.cleaned) == ["n-due", "n-v1"]
+    assert reporter.infos == [("info", "deleted 2 of 2 resources marked for cleanup")]
+
+    dry = FakeGraph(items)
+    await run_cleanup(dry, FakeCollector(), dry_run=True)
+    assert dry.patches == []
 
 
 async def test_a_failed_delete_skips_what_depends_on_it() -> None:

@@ -68,10 +68,11 @@ async def rescue_run(
     manual: tuple[str, ...] = (),
     recollect: Mapping[str, Tags] | None = None,
     patches: Mapping[str, Mapping[str, str | None]] | None = None,
+    plan: bool = True,
 ) -> Outcome:
     """Collect `resources` (those in `manual` marked by hand, reason "manual"), mark and fail to delete,
     then collect `recollect` (the cloud's tags now) and patch the tags of `patches`; then run
-    cleanup_plan and cleanup once more. Answers what the second run said and did."""
+    cleanup_plan (unless not `plan`) and cleanup once more. Answers what the second run said and did."""
     await core.merge("resoto", collected(resources))
     ids = {pid: n.id for pid, n in (await nodes(core)).items()}
     if manual:
@@ -89,9 +90,11 @@ async def rescue_run(
     if patches:
         await core.patch_nodes("resoto", [NodePatch(id=ids[pid], tags=dict(tags)) for pid, tags in patches.items()])
 
-    reporter = RecordingReporter()
-    await cleanup_plan(["fake"], core, "resoto", reporter, LATER)
-    [(_, plan_info)] = reporter.infos
+    plan_info = ""
+    if plan:
+        reporter = RecordingReporter()
+        await cleanup_plan(["fake"], core, "resoto", reporter, LATER)
+        [(_, plan_info)] = reporter.infos
     collector = FakeCollector()
     await cleanup({"fake": collector}, core, "resoto", RecordingReporter(), **cleanup_options())
     return Outcome(plan_info, sorted(collector.deleted), await nodes(core))
@@ -126,6 +129,18 @@ async def test_a_resource_whose_expiry_was_removed_is_unmarked_and_kept(core: Co
     for pid in ("in-cloud", "patched"):
         assert_unmarked(outcome.nodes[pid], "no longer expired: no expiry")
     assert outcome.plan_info == "marked 0 expired resources of fake for cleanup; unmarked 2 no longer expired"
+
+
+async def test_cleanup_without_cleanup_plan_before_it_lifts_such_marks_itself(core: CoreClient) -> None:
+    outcome = await rescue_run(
+        core,
+        {"rescued": PAST, "still-due": PAST},
+        recollect={"rescued": {"owner": "alice"}, "still-due": PAST},
+        plan=False,
+    )
+    assert outcome.deleted == ["still-due"]
+    assert_unmarked(outcome.nodes["rescued"], "no longer expired: no expiry")
+    assert_deleted(outcome.nodes["still-due"], "expired")
 
 
 async def test_a_resource_whose_expiry_moved_into_the_future_is_unmarked_and_kept(core: CoreClient) -> None:
