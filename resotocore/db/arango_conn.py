@@ -64,8 +64,10 @@ class ArangoConnection:
         self.name = name
 
     @classmethod
-    def connect(cls, url: str, name: str, user: str, password: str, timeout: float = 30) -> ArangoConnection:
-        """Open (and create when missing) the database; a StoreError says what is wrong in one line."""
+    def connect(
+        cls, url: str, name: str, user: str, password: str, timeout: float = 30, create: bool = True
+    ) -> ArangoConnection:
+        """Open the database (with `create`, create it when missing); a StoreError says what is wrong in one line."""
         hosts = http_url(url)
         http = DefaultHTTPClient(request_timeout=timeout, retry_attempts=1, backoff_factor=0.2)
         client = ArangoClient(hosts=hosts, http_client=http, request_timeout=timeout, resolver_max_tries=2)
@@ -75,6 +77,9 @@ class ArangoConnection:
             except ArangoServerError as e:
                 if e.error_code != DATABASE_NOT_FOUND and e.http_code != 404:
                     raise
+                if not create:
+                    client.close()
+                    raise StoreError(f"ArangoDB at {hosts} has no database {name!r}") from None
                 system = client.db("_system", username=user, password=password, verify=True)
                 if not _bool(system.has_database(name)):
                     system.create_database(name)

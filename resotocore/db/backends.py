@@ -21,18 +21,19 @@ log = structlog.get_logger(__name__)
 
 
 @asynccontextmanager
-async def open_stores(config: CoreConfig) -> AsyncIterator[tuple[Store, GraphStore]]:
+async def open_stores(config: CoreConfig, create: bool = True) -> AsyncIterator[tuple[Store, GraphStore]]:
     """The workflow store and the graph store; closed in reverse order on exit.
 
-    ArangoDB: the database, collections and indexes are created when missing; an unreachable server
-    or refused credentials raise StoreError with a one-line message before anything starts.
+    ArangoDB: the database (unless not `create`: a StoreError then), collections and indexes are created
+    when missing; an unreachable server or refused credentials raise StoreError with a one-line message
+    before anything starts.
     """
     async with AsyncExitStack() as stack:
         store: Store
         graph: GraphStore
         if (url := config.arango_url) is not None:
             conn = await asyncio.to_thread(
-                ArangoConnection.connect, url, config.db_name, config.db_user, config.db_password
+                ArangoConnection.connect, url, config.db_name, config.db_user, config.db_password, create=create
             )
             stack.callback(conn.close)
             store = await ArangoStore.open(conn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from resotocore import migrate
 from resotocore.config import CoreConfig
 from resotocore.db.backends import open_stores
-from resotocore.db.store import Changes, QueuedRun
+from resotocore.db.store import Changes, QueuedRun, StoreError
 from resotocore.workflow.machine import Run, RunStatus, StepRun
 from resotolib.graph import CleanRequest, Filter, NodePatch
 from resotolib.protocol import Subscriber, SubscriberId, Subscription, TaskId
@@ -222,3 +224,21 @@ def test_an_export_keeps_the_files_permissions_and_writes_through_a_symlink(tmp_
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and kept.read_text().startswith('{"type":"header"')
     assert link.is_symlink() and target.read_text() == kept.read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+async def test_export_from_arangodb_creates_no_database(tmp_path: Path, aiohttp_server: Any) -> None:
+    """A stand-in that answers like ArangoDB does for a database that does not exist (a mistyped --db-name)."""
+    seen: list[str] = []
+
+    async def no_such_database(request: web.Request) -> web.Response:
+        seen.append(f"{request.method} {request.path}")
+        body = {"error": True, "errorNum": 1228, "errorMessage": "database not found", "code": 404}
+        return web.json_response(body, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", no_such_database)
+    server = await aiohttp_server(app)
+    config = CoreConfig(data_dir=tmp_path, db=f"arangodb://127.0.0.1:{server.port}", db_name="typo")
+    with pytest.raises(StoreError, match=f"^ArangoDB at http://127.0.0.1:{server.port} has no database 'typo'$"):
+        await migrate.export(config, io.StringIO())
+    assert seen and all(line.startswith("GET /_db/typo/") for line in seen)  # nothing asked of _system
