@@ -121,7 +121,7 @@ async def export(config: CoreConfig, out: IO[str]) -> dict[str, int]:
     """Write the export of the backend `config` selects to `out`; answers the count of each type."""
     require_store(config)
     counts: Counter[str] = Counter()
-    async with open_stores(config, create=False) as (store, graphs):  # a mistyped --db-name creates nothing
+    async with open_stores(config, create=False) as (store, graphs):  # a database the server lacks: refused
         async for text in export_lines(store, graphs):
             out.write(text + "\n")
             counts[json.loads(text)["type"]] += 1

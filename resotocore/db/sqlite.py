@@ -69,20 +69,22 @@ ALTER TABLE run_steps RENAME TO run_steps_old;
     + SCHEMA
     + """
 INSERT INTO runs (id, workflow_id, status, created_at, doc)
-    SELECT id, workflow_id, status, created_at, json_remove(doc, '$.steps') FROM runs_old ORDER BY rowid;
+    SELECT id, workflow_id, status, created_at, json_remove(doc, '$.steps') FROM runs_old ORDER BY {order};
 INSERT INTO run_steps (run, idx, doc)
     SELECT runs.seq, step.key, step.value FROM runs_old JOIN runs ON runs.id = runs_old.id,
-        json_each(runs_old.doc, '$.steps') AS step;
-INSERT OR REPLACE INTO run_steps (run, idx, doc)
+        json_each(runs_old.doc, '$.steps') AS step
+    WHERE NOT EXISTS (SELECT 1 FROM run_steps_old WHERE run_steps_old.run_id = runs_old.id);
+INSERT INTO run_steps (run, idx, doc)
     SELECT runs.seq, run_steps_old.idx, run_steps_old.doc FROM run_steps_old
         JOIN runs ON runs.id = run_steps_old.run_id;
 DROP TABLE run_steps_old;
 DROP TABLE runs_old;
 """
 )
-"""Brings a file of an earlier layout to this one: the steps a run's row held and those stored as rows
-(the newer ones, when a run has both) become rows keyed by the run's number, numbered in the order of
-the old rows."""
+"""Brings a file of an earlier layout to this one. A run's steps are its step rows if it has any (what
+the second layout read), else the steps its row held. Runs are numbered in the order of their rows
+(`order`): the order they were first stored in the second layout; in the first, which rewrote a row on
+every change, by creation time."""
 
 EARLIER_RUNS = {"id", "workflow_id", "status", "created_at", "doc"}
 EARLIER_STEPS = {"run_id", "idx", "doc"}
@@ -274,9 +276,10 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
             runs = {column for (_, column, *_) in db.execute("PRAGMA table_info(runs)")}
             steps = {column for (_, column, *_) in db.execute("PRAGMA table_info(run_steps)")}
             upgraded = bool(runs)
-            if upgraded and (runs != EARLIER_RUNS or steps not in (EARLIER_STEPS, set())):
+            if (runs or steps) and (runs != EARLIER_RUNS or steps not in (EARLIER_STEPS, set())):
                 raise StoreError("its tables are of no layout this version knows")
-            for statement in (FROM_EARLIER_LAYOUTS if upgraded else SCHEMA).split(";"):
+            order = "rowid" if steps else "created_at, rowid"
+            for statement in (FROM_EARLIER_LAYOUTS.format(order=order) if upgraded else SCHEMA).split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -166,15 +166,16 @@ def _old_file(path: Path, runs: list[tuple[Run, bool]], step_rows: bool) -> None
 
 
 @pytest.mark.parametrize(
-    ("embedded", "step_rows"),
+    ("embedded", "step_rows", "numbered"),
     [
-        pytest.param([True, True, True], False, id="first layout"),
-        pytest.param([False, False, False], True, id="second layout"),
-        pytest.param([True, False, True], True, id="first layout used by the second"),
+        # the first layout rewrote a run's row on every change: its order is the runs' creation time
+        pytest.param([True, True, True], False, ["m-third", "z-first", "a-second"], id="first layout"),
+        pytest.param([False, False, False], True, ["z-first", "a-second", "m-third"], id="second layout"),
+        pytest.param([True, False, True], True, ["z-first", "a-second", "m-third"], id="first used by the second"),
     ],
 )
 async def test_a_database_of_an_earlier_layout_is_upgraded_with_everything_in_it(
-    tmp_path: Path, embedded: list[bool], step_rows: bool
+    tmp_path: Path, embedded: list[bool], step_rows: bool, numbered: list[str]
 ) -> None:
     path = tmp_path / "old.db"
     runs = [
@@ -186,7 +187,7 @@ async def test_a_database_of_an_earlier_layout_is_upgraded_with_everything_in_it
 
     backend = SqliteStore(path)
     assert [await backend.run(r.id) for r in runs] == runs
-    assert [r.id async for batch in backend.every_run() for r in batch] == ["z-first", "a-second", "m-third"]
+    assert [r.id async for batch in backend.every_run() for r in batch] == numbered
     assert [r.id for r in (await backend.history("wf", 10, 0)).runs] == ["a-second", "z-first", "m-third"]
     assert await backend.trigger_times() == {"wf/0": T0}
     changes = Changes()
@@ -202,11 +203,29 @@ async def test_a_database_of_an_earlier_layout_is_upgraded_with_everything_in_it
     assert tables == {"subscribers", "runs", "run_steps", "wait_queue", "trigger_times"}
 
 
+async def test_a_run_with_steps_in_its_row_and_as_rows_keeps_the_rows(tmp_path: Path) -> None:
+    # the second layout read a run's step rows and ignored what its row held: that is what it went on with
+    path = tmp_path / "old.db"
+    shown = replace(run("a"), steps=(_step("t0"),))
+    _old_file(path, [(replace(shown, steps=(_step("s0"), _step("s1"), _step("s2"))), True)], step_rows=True)
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO run_steps VALUES (?, 0, ?)", (shown.id, step_json(shown.steps[0])))
+    db.commit()
+    db.close()
+    backend = SqliteStore(path)
+    assert await backend.run(shown.id) == shown
+    await backend.close()
+
+
 @pytest.mark.parametrize(
     ("script", "reason"),
     [
         ("PRAGMA user_version = 99", "it was written by a newer version (layout 99, this one knows 3)"),
         ("CREATE TABLE runs (id TEXT PRIMARY KEY, doc TEXT)", "its tables are of no layout this version knows"),
+        (
+            "CREATE TABLE run_steps (run_id TEXT, idx INTEGER, doc TEXT)",
+            "its tables are of no layout this version knows",
+        ),
     ],
 )
 async def test_a_database_of_an_unknown_layout_is_refused_and_left_as_it_is(
