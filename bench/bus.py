@@ -25,6 +25,12 @@ What is measured
   core's round trip; the echo's clients send and read in one coroutine, without a task wake-up per
   client, which makes the echo 10-16% faster here. The targets are judged against the echo, as the
   issue names it; the push rows are shown beside it.
+* **durable push** -- the push echo with the least a durable core does per step: before each round
+  the server commits one row, the frame it is about to send, to a SQLite file set up as the core's
+  store is (WAL, ``synchronous=NORMAL``, ``BEGIN IMMEDIATE`` ... ``COMMIT``), and it parses every
+  answer (``json.loads``). No state machine, no routing, no events: a floor for any core that
+  stores every change before it sends, not a target. Its rows show how much of the 1.5 the targets
+  allow that floor takes already.
 * **the same round trips across processes** -- the echo server and the core each run in a process of
   their own (``--serve echo|core``), the clients in this one, as in a deployment where the worker is
   not the core. The clients measure both sides the same way as above; runs are started with
@@ -55,13 +61,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +203,8 @@ class Pushes:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     awaited: int = 0
     done: asyncio.Future[None] | None = None
+    db: sqlite3.Connection | None = None
+    """With a database: the durable push (each round committed before it is sent, each answer parsed)."""
 
 
 PUSHES = web.AppKey("pushes", Pushes)
@@ -210,6 +219,8 @@ async def push_socket(request: web.Request) -> web.WebSocketResponse:
         pushes.connected.set()
     async for msg in ws:
         if msg.type is WSMsgType.TEXT:
+            if pushes.db is not None:
+                json.loads(msg.data)
             pushes.awaited -= 1
             if pushes.awaited == 0 and pushes.done is not None:
                 pushes.done.set_result(None)
@@ -220,16 +231,41 @@ async def push_round(pushes: Pushes) -> None:
     """The server sends one action-sized frame to every client and waits until every client answered."""
     pushes.awaited, pushes.done = len(pushes.sockets), asyncio.get_running_loop().create_future()
     frame = json.dumps({"kind": "action", "message_type": BENCH, "data": {"task": str(uuid.uuid4()), "step": BENCH}})
+    if pushes.db is not None:
+        pushes.db.execute("BEGIN IMMEDIATE")
+        pushes.db.execute("INSERT OR REPLACE INTO steps (step, doc) VALUES (?, ?)", (BENCH, frame))
+        pushes.db.execute("COMMIT")
     for ws in pushes.sockets:
         await ws.send_str(frame)
     await pushes.done
 
 
-async def bare_push(clients: int, rounds: int) -> float:
-    """Median push round with `clients` clients answering like the core's no-op subscribers."""
+@contextmanager
+def durable_file() -> Iterator[sqlite3.Connection]:
+    """A SQLite file in a temporary directory, set up as the core's store sets up its own."""
+    with tempfile.TemporaryDirectory(prefix="resotocore-bench-") as directory:
+        db = sqlite3.connect(Path(directory) / "push.db", isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE steps (step TEXT PRIMARY KEY, doc TEXT NOT NULL)")
+            yield db
+        finally:
+            db.close()
+
+
+async def bare_push(clients: int, rounds: int, durable: bool = False) -> float:
+    """Median push round with `clients` clients answering like the core's no-op subscribers; `durable`:
+    the durable push."""
+    with ExitStack() as files:
+        return await push_rounds(Pushes(clients, db=files.enter_context(durable_file()) if durable else None), rounds)
+
+
+async def push_rounds(pushes: Pushes, rounds: int) -> float:
     app = web.Application()
-    app[PUSHES] = pushes = Pushes(clients)
+    app[PUSHES] = pushes
     app.router.add_get("/push", push_socket)
+    clients = pushes.clients
     async with serving(app) as url, client_session() as session:
         async with websockets(session, [f"{url}/push"] * clients) as sockets:
             answering = [asyncio.create_task(answer_actions(ws, {})) for ws in sockets]
@@ -418,8 +454,8 @@ def duration(seconds: float) -> str:
     return f"{seconds * 1e6:8.0f} µs" if seconds < 1e-3 else f"{seconds * 1e3:8.2f} ms"
 
 
-def print_table(rows: Sequence[Row]) -> None:
-    header = f"{'measurement':<40} {'bare':>11} {'core':>11} {'core/bare':>9} {'target':>8}  met"
+def print_table(rows: Sequence[Row], measured: str = "core") -> None:
+    header = f"{'measurement':<40} {'bare':>11} {measured:>11} {measured + '/bare':>9} {'target':>8}  met"
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -444,6 +480,11 @@ async def main() -> None:
         rows.append(Row(f"vs push echo, {clients} subscriber(s)", pushed[clients], row.core, TARGET_ACTION))
     push_run = RUN_BARE_ROUNDS * pushed[RUN_SUBSCRIBERS]
     rows.append(Row(f"vs push echo, 12-step run, {RUN_SUBSCRIBERS}", push_run, whole, TARGET_RUN))
+    durable = {clients: await bare_push(clients, ROUNDS[clients], durable=True) for clients in CLIENT_COUNTS}
+    floors = [
+        Row(f"durable push, {clients} client(s)", bare[clients], durable[clients], TARGET_ACTION)
+        for clients in CLIENT_COUNTS
+    ]
     for clients in CLIENT_COUNTS:
         async with server_process("echo") as url, client_session() as session:
             async with websockets(session, [f"{url}/echo"] * clients) as sockets:
@@ -452,12 +493,15 @@ async def main() -> None:
             remote_core = await core_round_trips_remote(url, clients, STEP_RUNS[clients])
         rows.append(Row(f"across processes, {clients} subscriber(s)", remote_bare, remote_core, TARGET_ACTION))
     print_table(rows)
+    print("\nthe floor: the push echo committing each round to SQLite before sending it (see the docstring)")
+    print_table(floors, measured="floor")
     rounds = ", ".join(f"{clients}: {ROUNDS[clients]}" for clients in CLIENT_COUNTS)
     runs = ", ".join(f"{clients}: {STEP_RUNS[clients]}" for clients in CLIENT_COUNTS)
     print(f"\nbare: medians of rounds per client count ({rounds}); core: medians of per-step round trips")
     print(f"over runs of {STEPS} steps ({runs}) and of {RUNS} whole 12-step runs, after warm-up rounds")
     print(f"bare = aiohttp websocket echo, same process and loop; 12-step bare = {RUN_BARE_ROUNDS} x 10-client round")
     print("push echo: the server sends, each client answers from its own task, as the core's subscribers do")
+    print("durable push: the push echo, each round committed to SQLite before it is sent, each answer parsed")
     print("across processes: the echo server or the core in a child process, the clients in this one")
     print(f"targets: core/bare <= {TARGET_ACTION} per action, <= {TARGET_RUN} per 12-step run")
     print(f"took {time.perf_counter() - started:.1f} s")

@@ -48,3 +48,11 @@ class CoreMetrics:
         self.protocol_errors = Counter(
             "resotocore_protocol_errors", "Websockets closed because of invalid frames", registry=self.registry
         )
+        self._step_durations: dict[tuple[str, str], Histogram] = {}
+
+    def step_ended(self, workflow: str, step: str, seconds: float) -> None:
+        """Observe a step's duration; each step's histogram is looked up once (labels() takes a lock)."""
+        histogram = self._step_durations.get((workflow, step))
+        if histogram is None:
+            histogram = self._step_durations[(workflow, step)] = self.step_duration.labels(workflow, step)
+        histogram.observe(seconds)

@@ -33,8 +33,6 @@ from resotocore.workflow.model import Workflow
 from resotocore.workflow.progress import StepProgress
 from resotocore.workflow.surpass import decide
 from resotolib.protocol import (
-    Action,
-    ActionData,
     ActionDone,
     ActionError,
     ActionInfo,
@@ -43,6 +41,7 @@ from resotolib.protocol import (
     Event,
     SubscriberId,
     TaskId,
+    action_frame,
     serialize,
 )
 
@@ -183,8 +182,7 @@ class Engine:
         for run in self.running():
             current = run.current
             if current and sid in current.waiting_for:
-                action = Action(message_type=current.message_type, data=ActionData(task=run.id, step=current.name))
-                frames.append(serialize(action))
+                frames.append(action_frame(current.message_type, run.id, current.name))
         return frames
 
     # ---- inputs -------------------------------------------------------------------------------------
@@ -437,7 +435,7 @@ class Engine:
     def _carry_out(self, run: m.Run, command: m.Command) -> None:
         match command:
             case m.SendAction(task, step, message_type, to):
-                frame = serialize(Action(message_type=message_type, data=ActionData(task=task, step=step)))
+                frame = action_frame(message_type, task, step)
                 for sid in to:
                     self._registry.send(sid, frame)
                 self._bus.emit(message_type, lambda: frame)
@@ -482,10 +480,11 @@ class Engine:
                 await fn(arg)
 
     def _observe_step(self, run: m.Run, step_name: str) -> None:
-        for step_run in run.steps:
+        for step_run in reversed(run.steps):  # the step that ended is one of the last
             if step_run.name == step_name and step_run.ended_at:
                 seconds = (step_run.ended_at - step_run.started_at).total_seconds()
-                self._metrics.step_duration.labels(run.workflow_id, step_name).observe(seconds)
+                self._metrics.step_ended(run.workflow_id, step_name, seconds)
+                return
 
     def _arm(self, task_id: TaskId, at: datetime) -> None:
         previous = self._timers.pop(task_id, None)

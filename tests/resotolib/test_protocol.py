@@ -3,6 +3,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resotolib.protocol import (
     Action,
@@ -15,6 +17,7 @@ from resotolib.protocol import (
     ProgressTree,
     ProtocolError,
     TaskId,
+    action_frame,
     parse_message,
     serialize,
 )
@@ -41,6 +44,14 @@ def test_models_serialise_in_wire_shape() -> None:
     assert serialize(action) == '{"kind":"action","message_type":"collect","data":{"task":"t1","step":"collect"}}'
     event = Event(message_type="task_end", data={"task": "t1", "success": True})
     assert serialize(event) == '{"kind":"event","message_type":"task_end","data":{"task":"t1","success":true}}'
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(), st.text(), st.text())
+def test_action_frames_are_what_the_model_serialises(message_type: str, task: str, step: str) -> None:
+    # any text: quotes, backslashes, control characters, characters outside the BMP, lone surrogates aside
+    action = Action(message_type=message_type, data=ActionData(task=TaskId(task), step=step))
+    assert action_frame(message_type, TaskId(task), step) == serialize(action)
 
 
 def test_parsing_is_lenient() -> None:
