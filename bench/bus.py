@@ -3,6 +3,16 @@
 Run it with ``python bench/bus.py``. Everything is measured in one run, one process and one event
 loop, over real loopback TCP, so the ratios compare like with like on the same machine.
 
+How it is measured
+------------------
+The servers and clients of every kind being compared are up at the same time, and the measurement
+goes in turns: in each turn one short block of each kind (a few dozen milliseconds; a block's
+figure is the median of its rounds), in an order that rotates from turn to turn. A ratio is the
+median over the turns of (core block / bare block of the same turn). Blocks of one turn run on a
+machine in the same state: on a shared virtual machine the same bare round took 122 µs in some
+seconds and 200-250 µs in others, and one long measurement of each side after the other gave
+ratios that differed by 2x between two runs of the script.
+
 What is measured
 ----------------
 * **bare echo** -- an aiohttp server whose websocket handler echoes every text frame. One round:
@@ -14,7 +24,8 @@ What is measured
   ``/subscriber/{id}/handle``. One round trip: the core emits the action of step k, each subscriber
   answers ``action_done``, the step completes (its state is committed) and the core emits the action
   of step k+1. The subscribers note when each action arrives; the round trip is the time from the
-  last arrival of step 2 to the last arrival of step STEPS, divided by STEPS - 2, median over runs.
+  last arrival of step 2 to the last arrival of step STEPS, divided by STEPS - 2 (a block: the median
+  over one or two runs).
   Again one frame each way per subscriber, so core/bare is the price of the core itself: state
   machine, persisting every change, parsing and validating frames, the event bus.
 * **core, whole run** -- the default 12-step ``collect_and_cleanup`` workflow with 10 no-op
@@ -49,8 +60,7 @@ Why the comparison is fair
 * The bench workflow uses ``on_surpass=parallel`` so a trigger always starts a run (it never waits
   or is skipped); rounds are sequential anyway, so runs never overlap. The 12-step workflow is the
   default one without its triggers, so no cron or event starts an extra run during the measurement.
-* Each figure is the median over many rounds after warm-up rounds that are not counted. Every round
-  has a timeout, and the whole script takes well under a minute.
+* A warm-up turn is not counted. Every round has a timeout, and the whole script takes about a minute.
 
 Targets (from the issue): one action round trip adds no more than 50% to the bare round trip
 (core/bare <= 1.5), and a 12-step run takes no longer than 1.5 times 13 bare 10-client rounds.
@@ -85,12 +95,13 @@ from resotolib.logs import setup_logging
 BENCH = "bench"
 STEPS = 22
 CLIENT_COUNTS = (1, 10, 100)
-ROUNDS = {1: 1000, 10: 500, 100: 100}
-STEP_RUNS = {1: 50, 10: 25, 100: 15}
-WARMUP = 20
+TURNS = {1: 40, 10: 30, 100: 12}
+BLOCK_ROUNDS = {1: 100, 10: 20, 100: 5}
+BLOCK_STEP_RUNS = {1: 2, 10: 1, 100: 1}
+REMOTE_TURNS = {1: 20, 10: 15, 100: 6}
 RUN_SUBSCRIBERS = 10
-RUNS = 100
-RUN_WARMUP = 10
+RUN_TURNS = 30
+BLOCK_RUNS = 2
 RUN_BARE_ROUNDS = 13
 TARGET_ACTION = 1.5
 TARGET_RUN = 1.5
@@ -99,6 +110,8 @@ HEARTBEAT = 30.0
 MAX_FRAME = 4 * 1024 * 1024
 
 Round = Callable[[], Awaitable[None]]
+Block = Callable[[], Awaitable[float]]
+"""Measures one block of rounds: seconds per round, the block's median."""
 Ws = aiohttp.ClientWebSocketResponse
 
 
@@ -109,11 +122,8 @@ class BenchError(RuntimeError):
 # ---- measuring -------------------------------------------------------------------------------------
 
 
-async def measure(one_round: Round, rounds: int, warmup: int = WARMUP) -> float:
-    """Median seconds per round, after `warmup` rounds that are not counted."""
-    for _ in range(warmup):
-        async with asyncio.timeout(ROUND_TIMEOUT):
-            await one_round()
+async def measure(one_round: Round, rounds: int) -> float:
+    """Median seconds per round."""
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
@@ -121,6 +131,24 @@ async def measure(one_round: Round, rounds: int, warmup: int = WARMUP) -> float:
             await one_round()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def block_of(one_round: Round, rounds: int) -> Block:
+    return lambda: measure(one_round, rounds)
+
+
+async def interleaved(blocks: dict[str, Block], turns: int) -> dict[str, list[float]]:
+    """Measure one block of each kind per turn, `turns` times, after one warm-up turn that is not counted.
+    The order rotates from turn to turn, so no kind always goes first. Index i of every list is turn i."""
+    names = list(blocks)
+    for name in names:
+        await blocks[name]()
+    figures: dict[str, list[float]] = {name: [] for name in names}
+    for turn in range(turns):
+        first = turn % len(names)
+        for name in names[first:] + names[:first]:
+            figures[name].append(await blocks[name]())
+    return figures
 
 
 # ---- servers and clients ---------------------------------------------------------------------------
@@ -185,10 +213,17 @@ async def bare_round(sockets: Sequence[Ws]) -> None:
         json.loads(await ws.receive_str())
 
 
-async def bare_echo(clients: int, rounds: int) -> float:
-    async with serving(echo_app()) as url, client_session() as session:
-        async with websockets(session, [f"{url}/echo"] * clients) as sockets:
-            return await measure(lambda: bare_round(sockets), rounds)
+@asynccontextmanager
+async def echo_rounds(url: str, clients: int, rounds: int) -> AsyncIterator[Block]:
+    """`clients` clients of the echo at `url`; yields a block of `rounds` bare rounds."""
+    async with client_session() as session, websockets(session, [f"{url}/echo"] * clients) as sockets:
+        yield block_of(lambda: bare_round(sockets), rounds)
+
+
+@asynccontextmanager
+async def bare_echo(clients: int, rounds: int) -> AsyncIterator[Block]:
+    async with serving(echo_app()) as url, echo_rounds(url, clients, rounds) as block:
+        yield block
 
 
 # ---- the bare baseline the other way round: the server sends, every client answers -----------------
@@ -254,14 +289,18 @@ def durable_file() -> Iterator[sqlite3.Connection]:
             db.close()
 
 
-async def bare_push(clients: int, rounds: int, durable: bool = False) -> float:
-    """Median push round with `clients` clients answering like the core's no-op subscribers; `durable`:
-    the durable push."""
+@asynccontextmanager
+async def bare_push(clients: int, rounds: int, durable: bool = False) -> AsyncIterator[Block]:
+    """`clients` clients answering like the core's no-op subscribers; yields a block of `rounds` push rounds
+    (`durable`: of the durable push)."""
     with ExitStack() as files:
-        return await push_rounds(Pushes(clients, db=files.enter_context(durable_file()) if durable else None), rounds)
+        db = files.enter_context(durable_file()) if durable else None
+        async with push_rounds(Pushes(clients, db=db), rounds) as block:
+            yield block
 
 
-async def push_rounds(pushes: Pushes, rounds: int) -> float:
+@asynccontextmanager
+async def push_rounds(pushes: Pushes, rounds: int) -> AsyncIterator[Block]:
     app = web.Application()
     app[PUSHES] = pushes
     app.router.add_get("/push", push_socket)
@@ -272,7 +311,7 @@ async def push_rounds(pushes: Pushes, rounds: int) -> float:
             try:
                 async with asyncio.timeout(ROUND_TIMEOUT):
                     await pushes.connected.wait()  # the server side registers a socket after its handshake
-                return await measure(lambda: push_round(pushes), rounds)
+                yield block_of(lambda: push_round(pushes), rounds)
             finally:
                 for task in answering:
                     task.cancel()
@@ -352,44 +391,57 @@ async def core_round(core: Core, workflow_id: str, ends: Listener) -> None:
         raise BenchError(f"unexpected end of run: {end}")
 
 
-async def core_round_trips(clients: int, runs: int) -> float:
-    """Median time from one step's action to the next step's action, over `runs` runs of STEPS steps."""
+def per_step(arrivals: dict[str, float]) -> float:
+    """Seconds from the action of the bench workflow's second step to that of its last, per step."""
+    steps = bench_workflow().steps
+    return (arrivals[steps[-1].name] - arrivals[steps[1].name]) / (STEPS - 2)
+
+
+@asynccontextmanager
+async def core_round_trips(clients: int, runs: int) -> AsyncIterator[Block]:
+    """A core with `clients` subscribers; yields a block of `runs` runs of STEPS steps, measuring the median
+    time from one step's action to the next step's action."""
     workflow = bench_workflow()
     async with AsyncExitStack() as stack:
         core, url = await stack.enter_async_context(running_core([workflow]))
         session = await stack.enter_async_context(client_session())
         arrivals = await stack.enter_async_context(subscribers(session, url, clients, [BENCH]))
         ends = await stack.enter_async_context(core.bus.subscribe(BENCH, ["task_end"]))
-        per_step = []
-        for run in range(runs + 2):
-            arrivals.clear()
-            async with asyncio.timeout(ROUND_TIMEOUT):
-                await core_round(core, workflow.id, ends)
-            first, last = arrivals[workflow.steps[1].name], arrivals[workflow.steps[-1].name]
-            if run >= 2:  # the first runs warm up
-                per_step.append((last - first) / (STEPS - 2))
-        return statistics.median(per_step)
+
+        async def block() -> float:
+            steps = []
+            for _ in range(runs):
+                arrivals.clear()
+                async with asyncio.timeout(ROUND_TIMEOUT):
+                    await core_round(core, workflow.id, ends)
+                steps.append(per_step(arrivals))
+            return statistics.median(steps)
+
+        yield block
 
 
-async def core_round_trips_remote(url: str, clients: int, runs: int) -> float:
+@asynccontextmanager
+async def core_round_trips_remote(url: str, clients: int, runs: int) -> AsyncIterator[Block]:
     """As ``core_round_trips``, against a core in another process; each run is started over HTTP."""
-    last = bench_workflow().steps[-1].name
     async with AsyncExitStack() as stack:
         session = await stack.enter_async_context(client_session())
         arrivals = await stack.enter_async_context(subscribers(session, url, clients, [BENCH]))
         ends = await stack.enter_async_context(session.ws_connect(f"{url}/events?show=task_end"))
-        per_step = []
-        for run in range(runs + 2):
-            arrivals.clear()
-            async with asyncio.timeout(ROUND_TIMEOUT):
-                async with session.post(f"{url}/workflows/{BENCH}/run") as response:
-                    task_id = (await response.json())["task_id"]
-                end = json.loads(await ends.receive_str())["data"]
-            if end["task"] != task_id or not end["success"] or last not in arrivals:
-                raise BenchError(f"unexpected end of run {task_id}: {end}")
-            if run >= 2:
-                per_step.append((arrivals[last] - arrivals[bench_workflow().steps[1].name]) / (STEPS - 2))
-        return statistics.median(per_step)
+
+        async def block() -> float:
+            steps = []
+            for _ in range(runs):
+                arrivals.clear()
+                async with asyncio.timeout(ROUND_TIMEOUT):
+                    async with session.post(f"{url}/workflows/{BENCH}/run") as response:
+                        task_id = (await response.json())["task_id"]
+                    end = json.loads(await ends.receive_str())["data"]
+                if end["task"] != task_id or not end["success"] or len(arrivals) != STEPS:
+                    raise BenchError(f"unexpected end of run {task_id}: {end}")
+                steps.append(per_step(arrivals))
+            return statistics.median(steps)
+
+        yield block
 
 
 @asynccontextmanager
@@ -420,15 +472,16 @@ async def serve(kind: str) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
-async def core_runs(workflow: Workflow, clients: int, rounds: int, warmup: int) -> float:
-    """Median duration of a run of `workflow` with `clients` subscribers to all of its message types."""
+@asynccontextmanager
+async def core_runs(workflow: Workflow, clients: int, runs: int) -> AsyncIterator[Block]:
+    """A core with `clients` subscribers to every message type of `workflow`; yields a block of `runs` runs."""
     message_types = sorted({step.message_type for step in workflow.steps})
     async with AsyncExitStack() as stack:
         core, url = await stack.enter_async_context(running_core([workflow]))
         session = await stack.enter_async_context(client_session())
         await stack.enter_async_context(subscribers(session, url, clients, message_types))
         ends = await stack.enter_async_context(core.bus.subscribe(BENCH, ["task_end"]))
-        return await measure(lambda: core_round(core, workflow.id, ends), rounds, warmup)
+        yield block_of(lambda: core_round(core, workflow.id, ends), runs)
 
 
 # ---- report ----------------------------------------------------------------------------------------
@@ -436,18 +489,22 @@ async def core_runs(workflow: Workflow, clients: int, rounds: int, warmup: int) 
 
 @dataclass(frozen=True)
 class Row:
+    """One comparison: the medians of both sides' blocks, and the median ratio of blocks of the same turn."""
+
     name: str
     bare: float
     core: float
+    ratio: float
     target: float
-
-    @property
-    def ratio(self) -> float:
-        return self.core / self.bare
 
     @property
     def met(self) -> bool:
         return self.ratio <= self.target
+
+
+def compare(name: str, bare: Sequence[float], core: Sequence[float], target: float) -> Row:
+    ratios = [c / b for b, c in zip(bare, core, strict=True)]
+    return Row(name, statistics.median(bare), statistics.median(core), statistics.median(ratios), target)
 
 
 def duration(seconds: float) -> str:
@@ -455,54 +512,71 @@ def duration(seconds: float) -> str:
 
 
 def print_table(rows: Sequence[Row], measured: str = "core") -> None:
-    header = f"{'measurement':<40} {'bare':>11} {measured:>11} {measured + '/bare':>9} {'target':>8}  met"
+    header = f"{'measurement':<40} {'bare':>11} {measured:>11} {measured + '/bare':>10} {'target':>8}  met"
     print(header)
     print("-" * len(header))
     for row in rows:
         met = "yes" if row.met else "NO"
-        line = f"{row.name:<40} {duration(row.bare)} {duration(row.core)} {row.ratio:9.2f} {row.target:>8.2f}  {met}"
+        line = f"{row.name:<40} {duration(row.bare)} {duration(row.core)} {row.ratio:10.2f} {row.target:>8.2f}  {met}"
         print(line)
+
+
+def times(figures: Sequence[float], factor: int) -> list[float]:
+    return [f * factor for f in figures]
 
 
 async def main() -> None:
     started = time.perf_counter()
-    bare: dict[int, float] = {}
-    rows: list[Row] = []
-    for clients in CLIENT_COUNTS:
-        bare[clients] = await bare_echo(clients, ROUNDS[clients])
-        core = await core_round_trips(clients, STEP_RUNS[clients])
-        rows.append(Row(f"action round trip, {clients} subscriber(s)", bare[clients], core, TARGET_ACTION))
-    whole = await core_runs(collect_and_cleanup(), RUN_SUBSCRIBERS, RUNS, RUN_WARMUP)
-    bare_run = RUN_BARE_ROUNDS * bare[RUN_SUBSCRIBERS]
-    rows.append(Row(f"12-step run, {RUN_SUBSCRIBERS} subscribers", bare_run, whole, TARGET_RUN))
-    pushed = {clients: await bare_push(clients, ROUNDS[clients]) for clients in CLIENT_COUNTS}
-    for clients, row in zip(CLIENT_COUNTS, rows, strict=False):
-        rows.append(Row(f"vs push echo, {clients} subscriber(s)", pushed[clients], row.core, TARGET_ACTION))
-    push_run = RUN_BARE_ROUNDS * pushed[RUN_SUBSCRIBERS]
-    rows.append(Row(f"vs push echo, 12-step run, {RUN_SUBSCRIBERS}", push_run, whole, TARGET_RUN))
-    durable = {clients: await bare_push(clients, ROUNDS[clients], durable=True) for clients in CLIENT_COUNTS}
-    floors = [
-        Row(f"durable push, {clients} client(s)", bare[clients], durable[clients], TARGET_ACTION)
-        for clients in CLIENT_COUNTS
-    ]
-    for clients in CLIENT_COUNTS:
-        async with server_process("echo") as url, client_session() as session:
-            async with websockets(session, [f"{url}/echo"] * clients) as sockets:
-                remote_bare = await measure(lambda: bare_round(sockets), ROUNDS[clients])
-        async with server_process("core") as url:
-            remote_core = await core_round_trips_remote(url, clients, STEP_RUNS[clients])
-        rows.append(Row(f"across processes, {clients} subscriber(s)", remote_bare, remote_core, TARGET_ACTION))
-    print_table(rows)
+    actions: list[Row] = []
+    pushes: list[Row] = []
+    floors: list[Row] = []
+    for n in CLIENT_COUNTS:
+        async with AsyncExitStack() as stack:
+            blocks = {
+                "echo": await stack.enter_async_context(bare_echo(n, BLOCK_ROUNDS[n])),
+                "push": await stack.enter_async_context(bare_push(n, BLOCK_ROUNDS[n])),
+                "durable": await stack.enter_async_context(bare_push(n, BLOCK_ROUNDS[n], durable=True)),
+                "core": await stack.enter_async_context(core_round_trips(n, BLOCK_STEP_RUNS[n])),
+            }
+            f = await interleaved(blocks, TURNS[n])
+        actions.append(compare(f"action round trip, {n} subscriber(s)", f["echo"], f["core"], TARGET_ACTION))
+        pushes.append(compare(f"vs push echo, {n} subscriber(s)", f["push"], f["core"], TARGET_ACTION))
+        floors.append(compare(f"durable push, {n} client(s)", f["echo"], f["durable"], TARGET_ACTION))
+    async with AsyncExitStack() as stack:
+        blocks = {
+            "echo": await stack.enter_async_context(bare_echo(RUN_SUBSCRIBERS, BLOCK_ROUNDS[RUN_SUBSCRIBERS])),
+            "push": await stack.enter_async_context(bare_push(RUN_SUBSCRIBERS, BLOCK_ROUNDS[RUN_SUBSCRIBERS])),
+            "run": await stack.enter_async_context(core_runs(collect_and_cleanup(), RUN_SUBSCRIBERS, BLOCK_RUNS)),
+        }
+        f = await interleaved(blocks, RUN_TURNS)
+    whole = f"12-step run, {RUN_SUBSCRIBERS} subscribers"
+    actions.append(compare(whole, times(f["echo"], RUN_BARE_ROUNDS), f["run"], TARGET_RUN))
+    pushes.append(compare(f"vs push echo, {whole}", times(f["push"], RUN_BARE_ROUNDS), f["run"], TARGET_RUN))
+    remote: list[Row] = []
+    for n in CLIENT_COUNTS:
+        async with AsyncExitStack() as stack:
+            echo_url = await stack.enter_async_context(server_process("echo"))
+            core_url = await stack.enter_async_context(server_process("core"))
+            blocks = {
+                "echo": await stack.enter_async_context(echo_rounds(echo_url, n, BLOCK_ROUNDS[n])),
+                "core": await stack.enter_async_context(core_round_trips_remote(core_url, n, BLOCK_STEP_RUNS[n])),
+            }
+            f = await interleaved(blocks, REMOTE_TURNS[n])
+        remote.append(compare(f"across processes, {n} subscriber(s)", f["echo"], f["core"], TARGET_ACTION))
+    print_table(actions + pushes + remote)
     print("\nthe floor: the push echo committing each round to SQLite before sending it (see the docstring)")
     print_table(floors, measured="floor")
-    rounds = ", ".join(f"{clients}: {ROUNDS[clients]}" for clients in CLIENT_COUNTS)
-    runs = ", ".join(f"{clients}: {STEP_RUNS[clients]}" for clients in CLIENT_COUNTS)
-    print(f"\nbare: medians of rounds per client count ({rounds}); core: medians of per-step round trips")
-    print(f"over runs of {STEPS} steps ({runs}) and of {RUNS} whole 12-step runs, after warm-up rounds")
+    turns = ", ".join(f"{n}: {TURNS[n]}" for n in CLIENT_COUNTS)
+    rounds = ", ".join(f"{n}: {BLOCK_ROUNDS[n]}" for n in CLIENT_COUNTS)
+    runs = ", ".join(f"{n}: {BLOCK_STEP_RUNS[n]}" for n in CLIENT_COUNTS)
+    print(f"\nturns per client count ({turns}), each one block of every kind, in rotating order; a block is")
+    print(f"the median of bare rounds ({rounds}) or of per-step round trips over runs of {STEPS} steps ({runs});")
+    print(f"12-step runs: {RUN_TURNS} turns of {BLOCK_RUNS} runs; bare, core: medians of all blocks;")
+    print("core/bare: median of the ratios of the blocks of one turn (the machine's speed changes between turns)")
     print(f"bare = aiohttp websocket echo, same process and loop; 12-step bare = {RUN_BARE_ROUNDS} x 10-client round")
     print("push echo: the server sends, each client answers from its own task, as the core's subscribers do")
     print("durable push: the push echo, each round committed to SQLite before it is sent, each answer parsed")
-    print("across processes: the echo server or the core in a child process, the clients in this one")
+    print("across processes: the echo server and the core each in a child process, the clients in this one")
     print(f"targets: core/bare <= {TARGET_ACTION} per action, <= {TARGET_RUN} per 12-step run")
     print(f"took {time.perf_counter() - started:.1f} s")
 
