@@ -198,8 +198,8 @@ def serialize(message: Event | Action | ActionDone | ActionError | ActionInfo | 
 
 
 def action_frame(message_type: str, task: TaskId, step: str) -> str:
-    """``serialize(Action(...))`` of this action, built without pydantic: the core sends one per subscriber and
-    step, and this takes a tenth of the time. test_protocol compares the two on generated names."""
+    """``serialize(Action(...))`` of this action, built without pydantic: the core sends one per step, and this
+    takes a seventh of the time or less. test_protocol compares the two on every character and generated names."""
     data = {"kind": "action", "message_type": message_type, "data": {"task": task, "step": step}}
     return orjson.dumps(data).decode()
 

@@ -439,10 +439,10 @@ class Engine:
                 for sid in to:
                     self._registry.send(sid, frame)
                 self._bus.emit(message_type, lambda: frame)
-            case m.EmitEvent(message_type, data):
+            case m.EmitEvent(message_type, data, step):
                 self.emit_event(message_type, data)
-                if message_type == "step_end":
-                    self._observe_step(run, data["step"])
+                if step is not None:
+                    self._observe_step(run, step)
             case m.ArmDeadline(task, at):
                 self._arm(task, at)
             case m.RunEnded(ended):
@@ -479,12 +479,11 @@ class Engine:
             if not self._running_of(arg):
                 await fn(arg)
 
-    def _observe_step(self, run: m.Run, step_name: str) -> None:
-        for step_run in reversed(run.steps):  # the step that ended is one of the last
-            if step_run.name == step_name and step_run.ended_at:
-                seconds = (step_run.ended_at - step_run.started_at).total_seconds()
-                self._metrics.step_ended(run.workflow_id, step_name, seconds)
-                return
+    def _observe_step(self, run: m.Run, index: int) -> None:
+        step_run = run.steps[index]
+        if step_run.ended_at is not None:
+            seconds = (step_run.ended_at - step_run.started_at).total_seconds()
+            self._metrics.step_ended(run.workflow_id, step_run.name, seconds)
 
     def _arm(self, task_id: TaskId, at: datetime) -> None:
         previous = self._timers.pop(task_id, None)

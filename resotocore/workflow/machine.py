@@ -166,6 +166,8 @@ class SendAction:
 class EmitEvent:
     message_type: str
     data: dict[str, Any]
+    step: int | None = None
+    """For step_end: the index of the step in the run (the engine observes its duration; not sent)."""
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,7 @@ def _enter(
             notified=notified,
         )
         steps = (*steps, step_run)
-        commands.append(EmitEvent("step_end", _step_data(run, step.name, True)))
+        commands.append(EmitEvent("step_end", _step_data(run, step.name, True), len(steps) - 1))
     return _finish(_with_steps(run, steps), now, commands)
 
 
@@ -392,7 +394,7 @@ def _complete_step(
         outcomes = {sid: stopped if o.outcome is Outcome.waiting else o for sid, o in outcomes.items()}
     ended = _with_outcomes(current, outcomes, ended_at=now, success=success)
     steps = (*run.steps[:-1], ended)
-    commands: list[Command] = [EmitEvent("step_end", _step_data(run, ended.name, success))]
+    commands: list[Command] = [EmitEvent("step_end", _step_data(run, ended.name, success), len(steps) - 1)]
     if not success and workflow.steps[len(steps) - 1].on_error is OnError.stop:
         error = f"step {ended.name} failed: " + ("; ".join(ended.errors) or "unknown error")
         return _end(_with_steps(run, steps), RunStatus.failed, now, commands, error)

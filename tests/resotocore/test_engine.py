@@ -361,6 +361,30 @@ async def test_metrics_and_system_endpoints(core_client: CoreClientFactory) -> N
     assert "resotocore_subscribers_connected 1.0" in text
 
 
+async def test_step_durations_are_those_of_the_steps_that_ended(
+    core_client: CoreClientFactory, clock: FakeClock
+) -> None:
+    # Steps may share a name; the step nobody subscribed to ends in the same transition as the one before it.
+    steps = (
+        Step(name="a", message_type="work"),
+        Step(name="b", message_type="more"),
+        Step(name="a", message_type="work"),
+        Step(name="a", message_type="nobody"),
+    )
+    client = await core_client(workflows=[Workflow(id="wf", name="wf", steps=steps)])
+    ws = await subscribe(client, "w", "work", "more")
+    await run(client)
+    for seconds in (1, 2, 4):
+        action = await receive_json(ws)
+        clock.advance(timedelta(seconds=seconds))
+        await answer(ws, action)
+    await settle(core_of(client))
+    text = await (await client.get("/metrics")).text()
+    assert 'resotocore_step_duration_seconds_count{step="a",workflow="wf"} 3.0' in text
+    assert 'resotocore_step_duration_seconds_sum{step="a",workflow="wf"} 5.0' in text  # 1 + 4 + 0
+    assert 'resotocore_step_duration_seconds_sum{step="b",workflow="wf"} 2.0' in text
+
+
 def test_first_changed_step_is_found_wherever_the_change_is() -> None:
     def step(name: str) -> m.StepRun:
         return m.StepRun(name=name, message_type=name, started_at=START, deadline=START)

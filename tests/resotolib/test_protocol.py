@@ -54,6 +54,12 @@ def test_action_frames_are_what_the_model_serialises(message_type: str, task: st
     assert action_frame(message_type, TaskId(task), step) == serialize(action)
 
 
+def test_action_frames_are_what_the_model_serialises_for_every_character() -> None:
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)  # lone surrogates are no text
+    action = Action(message_type="collect", data=ActionData(task=TaskId("t"), step=every))
+    assert action_frame("collect", TaskId("t"), every) == serialize(action)
+
+
 def test_parsing_is_lenient() -> None:
     frame = '{"kind":"action_done","message_type":"collect","extra":1,"data":{"task":"t","step":"s","foo":[1]}}'
     message = parse_message(frame)
