@@ -43,7 +43,7 @@ What is measured
   (``json.loads``). No state machine, no routing, no events, and no checkpoints at all (the core
   copies its log in a thread every 500 commits): a floor for any core that stores every change
   before it sends, not a target. Its table shows how much of the 1.5 the targets allow that floor
-  takes already.
+  takes already; a third table compares the core with it (the core's cost beyond that floor).
 * **the same round trips across processes** -- the echo server and the core each run in a process of
   their own (``--serve echo|core``, both up during the whole measurement, the one not measured idle),
   the clients in this one, as in a deployment where the worker is not the core. The clients measure
@@ -515,12 +515,12 @@ def duration(seconds: float) -> str:
     return f"{seconds * 1e6:8.0f} µs" if seconds < 1e-3 else f"{seconds * 1e3:8.2f} ms"
 
 
-def print_table(rows: Sequence[Row], measured: str = "core", targets: bool = True) -> None:
-    header = f"{'measurement':<40} {'bare':>11} {measured:>11} {measured + '/bare':>10}"
+def print_table(rows: Sequence[Row], baseline: str = "bare", measured: str = "core", targets: bool = True) -> None:
+    header = f"{'measurement':<40} {baseline:>11} {measured:>11} {f'{measured}/{baseline}':>12}"
     print(header + (f" {'target':>8}  met" if targets else ""))
     print("-" * (len(header) + (14 if targets else 0)))
     for row in rows:
-        line = f"{row.name:<40} {duration(row.bare)} {duration(row.core)} {row.ratio:10.2f}"
+        line = f"{row.name:<40} {duration(row.bare)} {duration(row.core)} {row.ratio:12.2f}"
         print(line + (f" {row.target:>8.2f}  {'yes' if row.met else 'NO'}" if targets else ""))
 
 
@@ -533,6 +533,7 @@ async def main() -> None:
     actions: list[Row] = []
     pushes: list[Row] = []
     floors: list[Row] = []
+    beyond: list[Row] = []
     for n in CLIENT_COUNTS:
         async with AsyncExitStack() as stack:
             blocks = {
@@ -545,6 +546,7 @@ async def main() -> None:
         actions.append(compare(f"action round trip, {n} subscriber(s)", f["echo"], f["core"], TARGET_ACTION))
         pushes.append(compare(f"vs push echo, {n} subscriber(s)", f["push"], f["core"], TARGET_ACTION))
         floors.append(compare(f"durable push, {n} client(s)", f["echo"], f["durable"], TARGET_ACTION))
+        beyond.append(compare(f"core vs durable push, {n} subscriber(s)", f["durable"], f["core"], TARGET_ACTION))
     async with AsyncExitStack() as stack:
         blocks = {
             "echo": await stack.enter_async_context(bare_echo(RUN_SUBSCRIBERS, BLOCK_ROUNDS[RUN_SUBSCRIBERS])),
@@ -569,6 +571,8 @@ async def main() -> None:
     print_table(actions + pushes + remote)
     print("\nthe floor: the push echo committing each round to SQLite before sending it (see the docstring)")
     print_table(floors, measured="floor", targets=False)
+    print("\nthe core against that floor: what the core costs beyond storing each step and parsing each answer")
+    print_table(beyond, baseline="floor", targets=False)
     turns = ", ".join(f"{n}: {TURNS[n]}" for n in CLIENT_COUNTS)
     rounds = ", ".join(f"{n}: {BLOCK_ROUNDS[n]}" for n in CLIENT_COUNTS)
     runs = ", ".join(f"{n}: {BLOCK_STEP_RUNS[n]}" for n in CLIENT_COUNTS)
