@@ -81,7 +81,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,8 +297,7 @@ def durable_file() -> Iterator[sqlite3.Connection]:
 async def bare_push(clients: int, rounds: int, durable: bool = False) -> AsyncIterator[Block]:
     """`clients` clients answering like the core's no-op subscribers; yields a block of `rounds` push rounds
     (`durable`: of the durable push)."""
-    with ExitStack() as files:
-        db = files.enter_context(durable_file()) if durable else None
+    with durable_file() if durable else nullcontext() as db:
         async with push_rounds(Pushes(clients, db=db), rounds) as block:
             yield block
 
@@ -395,10 +394,22 @@ async def core_round(core: Core, workflow_id: str, ends: Listener) -> None:
         raise BenchError(f"unexpected end of run: {end}")
 
 
-def per_step(arrivals: dict[str, float]) -> float:
-    """Seconds from the action of the bench workflow's second step to that of its last, per step."""
+def step_block(arrivals: dict[str, float], runs: int, one_run: Round) -> Block:
+    """A block of `runs` runs of the bench workflow: the median over runs of the seconds per step from the
+    action of its second step to that of its last (`arrivals`: when each step's action arrived)."""
     steps = bench_workflow().steps
-    return (arrivals[steps[-1].name] - arrivals[steps[1].name]) / (STEPS - 2)
+    second, last = steps[1].name, steps[-1].name
+
+    async def block() -> float:
+        per_step = []
+        for _ in range(runs):
+            arrivals.clear()
+            async with asyncio.timeout(ROUND_TIMEOUT):
+                await one_run()
+            per_step.append((arrivals[last] - arrivals[second]) / (STEPS - 2))
+        return statistics.median(per_step)
+
+    return block
 
 
 @asynccontextmanager
@@ -411,17 +422,7 @@ async def core_round_trips(clients: int, runs: int) -> AsyncIterator[Block]:
         session = await stack.enter_async_context(client_session())
         arrivals = await stack.enter_async_context(subscribers(session, url, clients, [BENCH]))
         ends = await stack.enter_async_context(core.bus.subscribe(BENCH, ["task_end"]))
-
-        async def block() -> float:
-            steps = []
-            for _ in range(runs):
-                arrivals.clear()
-                async with asyncio.timeout(ROUND_TIMEOUT):
-                    await core_round(core, workflow.id, ends)
-                steps.append(per_step(arrivals))
-            return statistics.median(steps)
-
-        yield block
+        yield step_block(arrivals, runs, lambda: core_round(core, workflow.id, ends))
 
 
 @asynccontextmanager
@@ -432,20 +433,14 @@ async def core_round_trips_remote(url: str, clients: int, runs: int) -> AsyncIte
         arrivals = await stack.enter_async_context(subscribers(session, url, clients, [BENCH]))
         ends = await stack.enter_async_context(session.ws_connect(f"{url}/events?show=task_end"))
 
-        async def block() -> float:
-            steps = []
-            for _ in range(runs):
-                arrivals.clear()
-                async with asyncio.timeout(ROUND_TIMEOUT):
-                    async with session.post(f"{url}/workflows/{BENCH}/run") as response:
-                        task_id = (await response.json())["task_id"]
-                    end = json.loads(await ends.receive_str())["data"]
-                if end["task"] != task_id or not end["success"] or len(arrivals) != STEPS:
-                    raise BenchError(f"unexpected end of run {task_id}: {end}")
-                steps.append(per_step(arrivals))
-            return statistics.median(steps)
+        async def one_run() -> None:
+            async with session.post(f"{url}/workflows/{BENCH}/run") as response:
+                task_id = (await response.json())["task_id"]
+            end = json.loads(await ends.receive_str())["data"]
+            if end["task"] != task_id or not end["success"] or len(arrivals) != STEPS:
+                raise BenchError(f"unexpected end of run {task_id}: {end}")
 
-        yield block
+        yield step_block(arrivals, runs, one_run)
 
 
 @asynccontextmanager
